@@ -1,0 +1,59 @@
+"""trio-llm: thousands to millions of LLM API calls at the providers' rate limits, on trio."""
+
+from ._config import Limits as Limits
+from ._config import RetryPolicy as RetryPolicy
+from ._engine import Engine as Engine
+from ._engine import ResultStream as ResultStream
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import InputError as InputError
+from ._errors import NoKeysLeftError as NoKeysLeftError
+from ._errors import ProviderError as ProviderError
+from ._errors import TrioLLMError as TrioLLMError
+from ._keys import KeyPool as KeyPool
+from ._keys import KeyStatistics as KeyStatistics
+from ._limiter import BucketStatistics as BucketStatistics
+from ._limiter import TokenBucket as TokenBucket
+from ._models import ErrorInfo as ErrorInfo
+from ._models import ErrorKind as ErrorKind
+from ._models import Request as Request
+from ._models import Result as Result
+from ._models import Usage as Usage
+from ._pricing import ModelPrice as ModelPrice
+from ._pricing import PriceTable as PriceTable
+from ._providers import Completion as Completion
+from ._providers import HttpRequest as HttpRequest
+from ._providers import OpenAICompatible as OpenAICompatible
+from ._providers import Provider as Provider
+from ._secrets import ApiKey as ApiKey
+from ._tokens import CharEstimator as CharEstimator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiKey",
+    "BucketStatistics",
+    "CharEstimator",
+    "Completion",
+    "ConfigurationError",
+    "Engine",
+    "ErrorInfo",
+    "ErrorKind",
+    "HttpRequest",
+    "InputError",
+    "KeyPool",
+    "KeyStatistics",
+    "Limits",
+    "ModelPrice",
+    "NoKeysLeftError",
+    "OpenAICompatible",
+    "PriceTable",
+    "Provider",
+    "ProviderError",
+    "Request",
+    "Result",
+    "ResultStream",
+    "RetryPolicy",
+    "TokenBucket",
+    "TrioLLMError",
+    "Usage",
+]

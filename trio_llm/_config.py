@@ -1,0 +1,75 @@
+"""Frozen configuration values: rate limits and the retry policy.
+
+Validators raise ``ConfigurationError`` at construction, so a bad setting fails before any
+request is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ._errors import ConfigurationError
+
+__all__ = ["Limits", "RetryPolicy"]
+
+
+def _positive_or_none(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ConfigurationError(
+            f"{attribute.name} must be a positive number or None (unknown), got {value!r}"
+        )
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ConfigurationError(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value >= 0:
+        raise ConfigurationError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Rate limits of one API key (or, as ``provider_limits``, of a whole account).
+
+    ``None`` means unknown: the engine learns the limit from the server's rate-limit headers.
+
+    Attributes:
+        rpm: requests per minute.
+        tpm: tokens per minute (prompt + completion, as the provider counts them).
+        burst_s: how many seconds' worth of the rate may be sent at once. Providers enforce
+            their per-minute limits over shorter windows, so a small burst avoids 429s.
+    """
+
+    rpm: float | None = attrs.field(default=None, validator=_positive_or_none)
+    tpm: float | None = attrs.field(default=None, validator=_positive_or_none)
+    burst_s: float = attrs.field(default=1.0, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How failed attempts are retried (through stamina).
+
+    Attributes:
+        attempts: the most attempts per item, the first included.
+        wait_initial: backoff before the first retry, seconds.
+        wait_max: the longest backoff, seconds.
+        wait_jitter: up to this many random seconds are added to each backoff.
+        wait_exp_base: the backoff grows by this factor per attempt.
+        max_retry_after: a server's Retry-After longer than this is not waited for blindly: the
+            request moves to another key, or fails if there is none.
+        deadline: seconds from an item's first attempt after which it is given up (``None`` =
+            no per-item deadline).
+    """
+
+    attempts: int = attrs.field(default=8, validator=_positive)
+    wait_initial: float = attrs.field(default=0.5, validator=_non_negative)
+    wait_max: float = attrs.field(default=30.0, validator=_non_negative)
+    wait_jitter: float = attrs.field(default=1.0, validator=_non_negative)
+    wait_exp_base: float = attrs.field(default=2.0, validator=_positive)
+    max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
+    deadline: float | None = attrs.field(default=None, validator=_positive_or_none)

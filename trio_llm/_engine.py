@@ -1,0 +1,701 @@
+"""The engine: a nursery of workers that turns prompts into results at the rate limits allow.
+
+::
+
+    source ─► producer ─► bounded channel ─► N workers ─► results channel ─► map / stream
+                                               │ per attempt: key pool → CapacityLimiter →
+                                               │ cancel scope → HTTP → classify → feedback
+
+The producer reads the source lazily into a channel a few times the number of workers, so
+memory stays flat for millions of inputs. Every input ends as exactly one ``Result``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from types import TracebackType
+from typing import Any, TypeAlias, final
+
+import attrs
+import httpx
+import stamina
+import trio
+
+from . import _events as ev
+from ._config import Limits, RetryPolicy
+from ._errors import ConfigurationError, InputError, ProviderError
+from ._events import EventConsumer, EventHub
+from ._http import BodyError, HttpPool
+from ._keys import KeyPool
+from ._models import ErrorInfo, ErrorKind, Request, Result
+from ._pricing import PriceTable
+from ._providers import Completion, Provider
+from ._retry import KEY_PROBLEMS, is_retryable
+from ._secrets import ApiKey
+from ._tokens import CharEstimator, Estimator
+
+__all__ = ["Engine", "Prompt", "ResultStream", "to_request"]
+
+#: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a
+#: ``Request``, or a dict in the shape of an OpenAI request body (or ``{"id", "prompt"}``).
+Prompt: TypeAlias = str | Request | Sequence[Mapping[str, Any]] | Mapping[str, Any]
+Source: TypeAlias = Iterable[Prompt] | AsyncIterable[Prompt]
+
+_run_ids = itertools.count(1)
+
+
+def to_request(item: object, *, source: str = "<input>", line: int | None = None) -> Request:
+    """Turn one input item into a ``Request``, or raise ``InputError`` saying what is wrong."""
+    if isinstance(item, Request):
+        return item
+    if isinstance(item, str):
+        return Request.from_prompt(item)
+    if isinstance(item, Mapping):
+        item_id = item.get("id", item.get("custom_id"))
+        if item_id is not None and not isinstance(item_id, (str, int)):
+            raise InputError(
+                "id must be a string or a number", source=source, line=line, field="$.id"
+            )
+        item_id = None if item_id is None else str(item_id)
+        if "messages" in item:
+            messages = item["messages"]
+            _check_messages(messages, source=source, line=line, field="$.messages")
+            return Request.from_body(
+                {k: v for k, v in item.items() if k not in ("id",)}, id=item_id
+            )
+        if "prompt" in item:
+            prompt = item["prompt"]
+            if not isinstance(prompt, str):
+                raise InputError(
+                    "prompt must be a string", source=source, line=line, field="$.prompt"
+                )
+            params = {k: v for k, v in item.items() if k not in ("id", "prompt")}
+            return Request.from_prompt(prompt, id=item_id, **params)
+        raise InputError("needs a prompt or messages", source=source, line=line, field="$.prompt")
+    if isinstance(item, Sequence):
+        _check_messages(item, source=source, line=line, field="$")
+        return Request.from_messages(tuple(item))
+    raise InputError(
+        f"cannot make a request from {type(item).__name__}; give a string, a messages list, "
+        "a request body dict or a trio_llm.Request",
+        source=source,
+        line=line,
+    )
+
+
+def _check_messages(messages: object, *, source: str, line: int | None, field: str) -> None:
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise InputError("messages must be a non-empty list", source=source, line=line, field=field)
+    for position, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise InputError(
+                "each message needs a role and content",
+                source=source,
+                line=line,
+                field=f"{field}[{position}]",
+            )
+
+
+@attrs.define(eq=False)
+class _Item:
+    """One input item on its way through a worker."""
+
+    index: int
+    request: Request | None
+    problem: InputError | None = None
+
+
+@attrs.define(eq=False)
+class _Attempts:
+    """What happened to one item across its attempts."""
+
+    count: int = 0
+    first_sent: float | None = None
+    key_id: str | None = None
+
+
+@final
+class _Run:
+    """One map / stream call: its id, its stop switch, its counters."""
+
+    def __init__(self, engine: Engine, total: int | None) -> None:
+        self.id = f"run-{next(_run_ids)}"
+        self.total = total
+        self.stopped: ErrorInfo | None = None
+        self.read = 0
+        self.abandoned = False
+        self._item_scopes: set[trio.CancelScope] = set()
+        self._engine = engine
+
+    def stop(self, kind: ErrorKind, message: str) -> None:
+        """End the run softly: in-flight and queued items become failed results of ``kind``."""
+        if self.stopped is None:
+            self.stopped = ErrorInfo(kind=kind, message=message)
+            for scope in self._item_scopes:
+                scope.cancel()
+
+    @contextlib.contextmanager
+    def item_scope(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope for one item, cancelled when the run stops."""
+        scope = trio.CancelScope()
+        if self.stopped is not None:
+            scope.cancel()
+        self._item_scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._item_scopes.discard(scope)
+
+
+@final
+class Engine:
+    """Sends many chat requests concurrently, within every rate limit, losing none.
+
+    Args:
+        provider: the API, e.g. ``OpenAICompatible(base_url=..., model=...)``.
+        keys: API keys, or a ``KeyPool`` (``KeyPool.from_env("OPENAI_API_KEY")``).
+        limits: per-key limits; ``Limits()`` (unknown) learns them from response headers.
+        provider_limits: limits shared by all keys of the account, if any.
+        concurrency: the most requests in flight, shared by every caller of this engine.
+        timeout: seconds per attempt (a trio cancel scope).
+        retry: the retry policy (attempts, backoff, Retry-After ceiling, per-item deadline).
+        transport: an httpx transport (``httpx.MockTransport`` in tests).
+        estimator: ``Request -> tokens`` used to reserve tokens/min before sending.
+        prices: the price table for ``Result.cost_usd`` (defaults to common models).
+        keep_raw: keep each response body on ``Result.raw``.
+        consumers: structlog processors that receive every event (see ``trio_llm._events``).
+        http2: negotiate HTTP/2 where the server offers it (needs ``h2``).
+
+    Use ``trio.run(engine.map, prompts)`` for a batch, or keep it open with
+    ``async with engine:`` in a service so that concurrent callers share one HTTP layer, one
+    ``trio.CapacityLimiter`` and the same keys and limits.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        keys: KeyPool | Iterable[str | ApiKey],
+        *,
+        limits: Limits | None = None,
+        provider_limits: Limits | None = None,
+        concurrency: int = 64,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        estimator: Estimator | None = None,
+        prices: PriceTable | None = None,
+        keep_raw: bool = False,
+        consumers: Iterable[EventConsumer] = (),
+        http2: bool = False,
+    ) -> None:
+        if not isinstance(provider, Provider):
+            raise ConfigurationError(
+                f"provider must be a trio_llm provider, got {type(provider).__name__}\n"
+                "HINT: Engine(provider=trio_llm.OpenAICompatible(base_url=..., model=...), ...)"
+            )
+        if isinstance(keys, str):
+            raise ConfigurationError(
+                "keys must be a list of keys, not one string\nHINT: keys=['sk-...'] or "
+                "keys=trio_llm.KeyPool.from_env('OPENAI_API_KEY')"
+            )
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be a positive integer, got {concurrency!r}")
+        if not timeout > 0:
+            raise ConfigurationError(f"timeout must be positive seconds, got {timeout!r}")
+        self.provider = provider
+        self.events = EventHub(tuple(consumers))
+        self.pool = keys if isinstance(keys, KeyPool) else KeyPool(keys)
+        self.pool.attach(self.events, limits or Limits(), provider_limits)
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.prices = prices if prices is not None else PriceTable.default()
+        self.keep_raw = keep_raw
+        self._transport = transport
+        self._http2 = http2
+        self._estimator: Estimator = estimator or CharEstimator()
+        # Shared by every caller: the priority lane of a later version would replace this one
+        # admission point (interactive calls first) without touching the workers.
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._http: HttpPool | None = None
+        self._service: trio.Nursery | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Engine(provider={self.provider!r}, keys={self.pool!r}, "
+            f"concurrency={self.concurrency}, timeout={self.timeout})"
+        )
+
+    # --- lifetime ------------------------------------------------------------------------
+    async def __aenter__(self) -> Engine:
+        if self._stack is not None:
+            raise ConfigurationError("this engine is already open; enter `async with` once")
+        stack = contextlib.AsyncExitStack()
+        self._http = await stack.enter_async_context(self._new_http())
+        self._service = await stack.enter_async_context(trio.open_nursery())
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        if self._service is not None:
+            # Streams still being consumed elsewhere end with the engine.
+            self._service.cancel_scope.cancel()
+        self._service = None
+        try:
+            await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._http = None
+
+    def _new_http(self) -> HttpPool:
+        return HttpPool(self.concurrency, transport=self._transport, http2=self._http2)
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[HttpPool]:
+        if self._http is not None:
+            yield self._http
+            return
+        async with self._new_http() as http:
+            yield http
+
+    # --- public calls --------------------------------------------------------------------
+    async def map(self, prompts: Source, *, deadline: float | None = None) -> list[Result]:
+        """Send every prompt; return one ``Result`` per prompt, in input order.
+
+        A failed item is a ``Result`` with ``ok=False``; only misuse and cancellation raise.
+
+        Args:
+            prompts: strings, messages lists, ``Request``s or body dicts; any iterable or async
+                iterable, read lazily.
+            deadline: seconds after which the run stops: finished results are kept, the rest
+                are failed results of kind ``deadline``.
+        """
+        results: list[Result | None] = []
+        async with self._session() as http, trio.open_nursery() as nursery:
+            send, receive = trio.open_memory_channel[Result](self.concurrency)
+            run = _Run(self, _length(prompts))
+            nursery.start_soon(self._run, run, http, prompts, send, deadline)
+            async with receive:
+                async for result in receive:
+                    if result.index >= len(results):
+                        results.extend([None] * (result.index + 1 - len(results)))
+                    results[result.index] = result
+        complete = [r for r in results if r is not None]
+        assert len(complete) == len(results), "every read input has exactly one result"
+        return complete
+
+    def stream(self, prompts: Source, *, deadline: float | None = None) -> ResultStream:
+        """Results in completion order.
+
+        Use it as ``async for r in engine.stream(prompts)`` inside ``async with engine:``, or
+        anywhere as ``async with engine.stream(prompts) as results: async for r in results``.
+        """
+        return ResultStream(self, prompts, deadline)
+
+    async def complete(self, prompt: Prompt) -> Result:
+        """Send one request (with retries) and return its result: for a service's handlers."""
+        request = to_request(prompt)
+        run = _Run(self, 1)
+        async with self._session() as http:
+            return await self._process(run, http, _Item(0, request))
+
+    # --- the run ---------------------------------------------------------------------------
+    async def _run(
+        self,
+        run: _Run,
+        http: HttpPool,
+        source: Source,
+        results: trio.MemorySendChannel[Result],
+        deadline: float | None,
+    ) -> None:
+        started = trio.current_time()
+        counts = {"succeeded": 0, "failed": 0}
+        self.events.emit(
+            ev.RUN_STARTED,
+            run_id=run.id,
+            total=run.total,
+            keys=len(self.pool),
+            concurrency=self.concurrency,
+        )
+        workers = self.concurrency
+        if run.total is not None:
+            workers = max(1, min(workers, run.total))
+
+        async def deliver(result: Result) -> None:
+            counts["succeeded" if result.ok else "failed"] += 1
+            try:
+                await results.send(result)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The consumer left (a stream's loop ended early): stop the whole run.
+                run.abandoned = True
+                everything.cancel()
+
+        async with results:
+            with trio.CancelScope() as everything:
+                async with trio.open_nursery() as watchers:
+                    if deadline is not None:
+                        watchers.start_soon(self._stop_at, run, deadline)
+                    async with trio.open_nursery() as nursery:
+                        items_send, items_receive = trio.open_memory_channel[_Item](2 * workers)
+                        async with items_receive:
+                            for _ in range(workers):
+                                nursery.start_soon(
+                                    self._work, run, http, items_receive.clone(), deliver
+                                )
+                        await self._produce(run, source, items_send)
+                    watchers.cancel_scope.cancel()
+                if run.stopped is not None and run.total is not None:
+                    # Items never read from a sized source are reported too: none goes missing.
+                    for index in range(run.read, run.total):
+                        await deliver(self._not_done(run, index))
+        self.events.emit(
+            ev.RUN_FINISHED,
+            run_id=run.id,
+            wall_s=trio.current_time() - started,
+            stopped=None if run.stopped is None else run.stopped.kind.value,
+            abandoned=run.abandoned,
+            **counts,
+        )
+
+    async def _stop_at(self, run: _Run, deadline: float) -> None:
+        await trio.sleep(deadline)
+        run.stop(ErrorKind.DEADLINE, f"the run's deadline of {deadline}s passed")
+
+    async def _produce(
+        self, run: _Run, source: Source, items: trio.MemorySendChannel[_Item]
+    ) -> None:
+        async with items:
+            async for prompt in _aiter(source):
+                if run.stopped is not None:
+                    return
+                index = run.read
+                run.read += 1
+                try:
+                    item = _Item(index, to_request(prompt, line=None))
+                except InputError as exc:
+                    item = _Item(index, None, exc)
+                await items.send(item)
+
+    async def _work(
+        self,
+        run: _Run,
+        http: HttpPool,
+        items: trio.MemoryReceiveChannel[_Item],
+        deliver: Callable[[Result], Awaitable[None]],
+    ) -> None:
+        async with items:
+            async for item in items:
+                await deliver(await self._process(run, http, item))
+
+    # --- one item --------------------------------------------------------------------------
+    def _not_done(
+        self, run: _Run, index: int, attempts: int = 0, request_id: str | None = None
+    ) -> Result:
+        stopped = run.stopped or ErrorInfo(kind=ErrorKind.CANCELLED, message="cancelled")
+        return Result(index=index, id=request_id, ok=False, error=stopped, attempts=attempts)
+
+    async def _process(self, run: _Run, http: HttpPool, item: _Item) -> Result:
+        if item.request is None:
+            assert item.problem is not None
+            error = ErrorInfo(kind=ErrorKind.INVALID_INPUT, message=str(item.problem))
+            self.events.emit(
+                ev.REQUEST_FAILED,
+                index=item.index,
+                attempts=0,
+                kind=error.kind.value,
+                status=None,
+                message=error.message,
+            )
+            return Result(index=item.index, ok=False, error=error)
+        request = item.request
+        attempts = _Attempts()
+        if run.stopped is not None:
+            return self._not_done(run, item.index, 0, request.id)
+        completion: Completion | None = None
+        failure: ProviderError | None = None
+        with run.item_scope() as scope:
+            item_deadline = self.retry.deadline
+            with trio.move_on_after(item_deadline if item_deadline else math.inf) as timer:
+                try:
+                    completion = await self._with_retries(run, http, item.index, request, attempts)
+                except ProviderError as exc:
+                    failure = exc
+            if timer.cancelled_caught:
+                failure = ProviderError(
+                    ErrorKind.DEADLINE, f"gave up after the item's deadline of {item_deadline}s"
+                )
+        if scope.cancelled_caught or (completion is None and failure is None):
+            return self._not_done(run, item.index, attempts.count, request.id)
+        latency = 0.0 if attempts.first_sent is None else trio.current_time() - attempts.first_sent
+        if completion is None:
+            assert failure is not None
+            error = ErrorInfo(
+                kind=failure.kind,
+                message=failure.message,
+                status=failure.status,
+                code=failure.code,
+                request_id=failure.request_id,
+            )
+            self.events.emit(
+                ev.REQUEST_FAILED,
+                index=item.index,
+                attempts=attempts.count,
+                kind=error.kind.value,
+                status=error.status,
+                message=error.message,
+            )
+            return Result(
+                index=item.index,
+                id=request.id,
+                ok=False,
+                error=error,
+                attempts=attempts.count,
+                latency=latency,
+                key_id=attempts.key_id,
+            )
+        usage = completion.usage
+        model = request.params.get("model", self.provider.model)
+        cost = None if usage is None else self.prices.cost(str(model), usage)
+        self.events.emit(
+            ev.REQUEST_SUCCEEDED,
+            index=item.index,
+            attempt=attempts.count,
+            key_id=attempts.key_id,
+            latency_s=latency,
+            prompt_tokens=None if usage is None else usage.prompt_tokens,
+            completion_tokens=None if usage is None else usage.completion_tokens,
+            cost_usd=cost,
+        )
+        return Result(
+            index=item.index,
+            id=request.id,
+            ok=True,
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            usage=usage,
+            attempts=attempts.count,
+            latency=latency,
+            key_id=attempts.key_id,
+            cost_usd=cost,
+            raw=completion.raw if self.keep_raw else None,
+        )
+
+    async def _with_retries(
+        self, run: _Run, http: HttpPool, index: int, request: Request, attempts: _Attempts
+    ) -> Completion:
+        estimate = self._estimator(request)
+        try:
+            # The first attempt runs outside stamina: most succeed, and this keeps the happy
+            # path free of the retry machinery's per-call cost.
+            return await self._attempt(http, index, request, estimate, attempts)
+        except ProviderError as exc:
+            first_error = exc
+            if self._retry_wait(first_error) is False:
+                raise
+
+        def hook(exc: Exception) -> bool | float:
+            if not isinstance(exc, ProviderError):
+                return False
+            wait = self._retry_wait(exc)
+            if wait is not False:
+                self.events.emit(
+                    ev.REQUEST_RETRYING,
+                    index=index,
+                    attempt=attempts.count,
+                    kind=exc.kind.value,
+                    status=exc.status,
+                    key_id=attempts.key_id,
+                    wait_s=None if wait is True else wait,
+                )
+            return wait
+
+        policy = self.retry
+        replay: ProviderError | None = first_error
+        async for attempt in stamina.retry_context(
+            on=hook,
+            attempts=policy.attempts,
+            timeout=None,  # deadlines are trio cancel scopes; stamina's runs on the wall clock
+            wait_initial=policy.wait_initial,
+            wait_max=policy.wait_max,
+            wait_jitter=policy.wait_jitter,
+            wait_exp_base=policy.wait_exp_base,
+        ):
+            with attempt:
+                if replay is not None:
+                    # Stamina's attempt 1 is the one that already failed: it schedules the
+                    # first backoff exactly as if it had run it.
+                    error, replay = replay, None
+                    raise error
+                return await self._attempt(http, index, request, estimate, attempts)
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    def _retry_wait(self, exc: ProviderError) -> bool | float:
+        """False: give up. A float: wait exactly that long. True: stamina's backoff."""
+        if exc.kind is ErrorKind.NO_KEYS or not is_retryable(exc.kind, exc.should_retry):
+            return False
+        if exc.kind in KEY_PROBLEMS:
+            return 0.0  # the key is dropped; the next attempt takes another one at once
+        retry_after = exc.retry_after
+        if exc.kind is ErrorKind.RATE_LIMITED:
+            if (
+                retry_after is not None
+                and retry_after > self.retry.max_retry_after
+                and self.pool.alive <= 1
+            ):
+                return False
+            return 0.0  # the key cools for Retry-After; the pool picks the soonest key
+        if retry_after is not None:
+            return False if retry_after > self.retry.max_retry_after else retry_after
+        return True
+
+    async def _attempt(
+        self, http: HttpPool, index: int, request: Request, estimate: int, attempts: _Attempts
+    ) -> Completion:
+        pool = self.pool
+        lease = await pool.acquire(estimate)
+        admitted = False
+        info = None
+        used: float | None = None
+        try:
+            async with self._limiter:
+                attempts.count += 1
+                attempts.key_id = lease.key.fingerprint
+                now = trio.current_time()
+                if attempts.first_sent is None:
+                    attempts.first_sent = now
+                self.events.emit(
+                    ev.REQUEST_SENT,
+                    index=index,
+                    attempt=attempts.count,
+                    key_id=lease.key.fingerprint,
+                    est_tokens=estimate,
+                )
+                http_request = self.provider.build_request(request, lease.key.reveal())
+                admitted = True
+                with trio.move_on_after(self.timeout) as timeout_scope:
+                    try:
+                        response = await http.send(http_request)
+                    except BodyError as exc:
+                        raise ProviderError(
+                            ErrorKind.MALFORMED, f"the response body was cut off ({exc})"
+                        ) from None
+                    except httpx.TransportError as exc:
+                        raise ProviderError(
+                            ErrorKind.CONNECTION, f"{exc.__class__.__name__}: {exc}"
+                        ) from None
+                if timeout_scope.cancelled_caught:
+                    raise ProviderError(
+                        ErrorKind.TIMEOUT, f"no response within the timeout of {self.timeout}s"
+                    )
+            info = self.provider.rate_limits(response.headers)
+            completion = self.provider.parse_response(
+                response.status, response.headers, response.body
+            )
+            if completion.usage is not None:
+                used = completion.usage.total_tokens
+                if isinstance(self._estimator, CharEstimator) and request.max_tokens is None:
+                    self._estimator.observe(completion.usage.completion_tokens)
+            return completion
+        except ProviderError as exc:
+            if exc.kind is ErrorKind.RATE_LIMITED:
+                admitted = False
+                pool.rate_limited(lease, exc.retry_after)
+            elif exc.kind in KEY_PROBLEMS:
+                admitted = False
+                pool.drop(lease, f"{exc.kind.value} (HTTP {exc.status})")
+            raise
+        finally:
+            pool.release(lease, info=info, used_tokens=used, sent=admitted)
+
+
+@final
+class ResultStream:
+    """Results in completion order; see ``Engine.stream``."""
+
+    def __init__(self, engine: Engine, prompts: Source, deadline: float | None) -> None:
+        self._engine = engine
+        self._prompts = prompts
+        self._deadline = deadline
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._receive: trio.MemoryReceiveChannel[Result] | None = None
+
+    def _start(self, nursery: trio.Nursery, http: HttpPool) -> trio.MemoryReceiveChannel[Result]:
+        engine = self._engine
+        send, receive = trio.open_memory_channel[Result](engine.concurrency)
+        run = _Run(engine, _length(self._prompts))
+        nursery.start_soon(engine._run, run, http, self._prompts, send, self._deadline)
+        return receive
+
+    async def __aenter__(self) -> trio.MemoryReceiveChannel[Result]:
+        stack = contextlib.AsyncExitStack()
+        http = await stack.enter_async_context(self._engine._session())
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        self._stack = stack
+        self._receive = self._start(nursery, http)
+        return self._receive
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._stack is not None
+        assert self._receive is not None
+        # Leaving early (break, error): stop the workers instead of waiting for all results.
+        self._receive.close()
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def __aiter__(self) -> AsyncIterator[Result]:
+        engine = self._engine
+        if engine._service is None or engine._http is None:
+            raise ConfigurationError(
+                "engine.stream(...) used as a plain iterator needs an open engine\n"
+                "HINT: `async with engine:` around it, or "
+                "`async with engine.stream(prompts) as results: async for r in results: ...`"
+            )
+        # The run lives in the engine's own nursery, not in this generator (a nursery must
+        # never span a yield). Closing the receiving end, as leaving the loop early does,
+        # makes the run stop at its next delivery.
+        receive = self._start(engine._service, engine._http)
+        with receive:
+            async for result in receive:
+                yield result
+
+
+async def _aiter(source: Source) -> AsyncIterator[Prompt]:
+    if isinstance(source, AsyncIterable):
+        async for item in source:
+            yield item
+    else:
+        for item in source:
+            yield item
+            # Let the workers run between items of a fast synchronous source.
+            await trio.lowlevel.checkpoint()
+
+
+def _length(source: Source) -> int | None:
+    try:
+        return len(source)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -1,0 +1,112 @@
+"""The event stream: every step of a run is one structlog event.
+
+Events are structlog event dicts (``{"event": "request.succeeded", "index": 3, ...}``). The
+engine hands each one to its *consumers* — the progress display, the run summary, metrics, a
+JSON log file — which are plain structlog processors ``(logger, method_name, event_dict)``, so
+any structlog processor (``structlog.processors.JSONRenderer`` included) can be one.
+
+When the application has configured structlog (``structlog.is_configured()``), every event is
+also logged through ``structlog.get_logger("trio_llm")`` at the level listed below, so it lands
+in the application's own logs. An application that never configured structlog gets no output
+from the library (structlog's default would print every request).
+
+The catalogue (name: when; fields):
+
+=====================  ======================================================================
+``run.started``        a map/stream/run_file begins; ``run_id``, ``total`` (or None), ``keys``
+``run.finished``       it ended; ``run_id``, ``succeeded``, ``failed``, ``wall_s``, ``cancelled``
+``request.sent``       an attempt leaves; ``index``, ``attempt``, ``key_id``, ``est_tokens``
+``request.succeeded``  a completion arrived; ``index``, ``attempt``, ``key_id``, ``latency_s``,
+                       ``prompt_tokens``, ``completion_tokens``, ``cost_usd``
+``request.retrying``   an attempt failed and will be retried; ``index``, ``attempt``, ``kind``,
+                       ``status``, ``wait_s``, ``key_id``
+``request.failed``     the item failed for good; ``index``, ``attempts``, ``kind``, ``status``,
+                       ``message``
+``key.cooling``        a key waits out a 429; ``key_id``, ``cooling_s``
+``key.dropped``        a key is out for the run; ``key_id``, ``reason``
+``limits.updated``     a key's limits were learned or lowered; ``key_id``, ``rpm``, ``tpm``,
+                       ``reason``
+=====================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, MutableMapping
+from typing import Any, Final, final
+
+import structlog
+
+__all__ = [
+    "KEY_COOLING",
+    "KEY_DROPPED",
+    "LIMITS_UPDATED",
+    "REQUEST_FAILED",
+    "REQUEST_RETRYING",
+    "REQUEST_SENT",
+    "REQUEST_SUCCEEDED",
+    "RUN_FINISHED",
+    "RUN_STARTED",
+    "EventConsumer",
+    "EventHub",
+]
+
+RUN_STARTED: Final = "run.started"
+RUN_FINISHED: Final = "run.finished"
+REQUEST_SENT: Final = "request.sent"
+REQUEST_SUCCEEDED: Final = "request.succeeded"
+REQUEST_RETRYING: Final = "request.retrying"
+REQUEST_FAILED: Final = "request.failed"
+KEY_COOLING: Final = "key.cooling"
+KEY_DROPPED: Final = "key.dropped"
+LIMITS_UPDATED: Final = "limits.updated"
+
+#: The structlog method (level) each event is forwarded at.
+LEVELS: Final[dict[str, str]] = {
+    RUN_STARTED: "info",
+    RUN_FINISHED: "info",
+    REQUEST_SENT: "debug",
+    REQUEST_SUCCEEDED: "debug",
+    REQUEST_RETRYING: "info",
+    REQUEST_FAILED: "warning",
+    KEY_COOLING: "info",
+    KEY_DROPPED: "warning",
+    LIMITS_UPDATED: "info",
+}
+
+EventDict = MutableMapping[str, Any]
+#: A structlog processor: receives every event; its return value is ignored.
+EventConsumer = Callable[[Any, str, EventDict], Any]
+
+
+@final
+class EventHub:
+    """Fans events out to consumers, and to the application's structlog setup if it has one.
+
+    Emitting is one dict and one call per consumer: cheap enough for the per-request path.
+    """
+
+    __slots__ = ("_consumers", "_forward")
+
+    def __init__(self, consumers: tuple[EventConsumer, ...] = ()) -> None:
+        self._consumers: list[EventConsumer] = list(consumers)
+        self._forward = structlog.get_logger("trio_llm")
+
+    def subscribe(self, consumer: EventConsumer) -> None:
+        """Add a consumer; it sees every later event."""
+        self._consumers.append(consumer)
+
+    def unsubscribe(self, consumer: EventConsumer) -> None:
+        """Remove a consumer added with ``subscribe``."""
+        self._consumers.remove(consumer)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Send one event to every consumer (and to structlog when it is configured)."""
+        method = LEVELS.get(event, "info")
+        if self._consumers:
+            event_dict: EventDict = {"event": event, **fields}
+            for consumer in self._consumers:
+                with contextlib.suppress(structlog.DropEvent):
+                    consumer(None, method, event_dict)
+        if structlog.is_configured():
+            getattr(self._forward, method)(event, **fields)

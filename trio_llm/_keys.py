@@ -1,0 +1,532 @@
+"""The key pool: which API key sends the next request, and when.
+
+Every key has a requests bucket and a tokens bucket (``TokenBucket``); optional provider limits
+add one more pair shared by all keys of the account. A request takes the key that can send
+*soonest* — not blind round-robin — so uneven keys are each used to their own limit.
+
+Feedback from each response keeps the buckets true:
+
+* rate-limit headers lower a bucket whose level we over-estimated, and teach the limits when
+  none were configured (``Limits()``);
+* a 429 cools that key down for the server's Retry-After while the others carry on, and lowers
+  its rate a little (recovering gradually), so a limit set too high costs a few 429s, not a storm;
+* 401/403/``insufficient_quota`` drops the key for the run; when every key is gone, ``acquire``
+  raises ``NoKeysLeftError`` at once.
+
+The bucket state sits behind ``TokenBucket``'s small interface (reserve / refund / charge /
+lower_to / set_rate), which a shared store (Redis) can implement for many processes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import final
+
+import attrs
+import trio
+
+from . import _events as ev
+from ._config import Limits
+from ._errors import ConfigurationError, NoKeysLeftError
+from ._headers import RateLimitInfo
+from ._limiter import TokenBucket
+from ._secrets import ApiKey
+
+__all__ = ["KeyPool", "KeyStatistics", "Lease"]
+
+# A key's rate drops by this factor after a 429 it did not see coming (at most once per
+# _DECREASE_INTERVAL_S) and climbs back by _RECOVERY_PER_S of its ceiling each second.
+_DECREASE_FACTOR = 0.75
+_DECREASE_INTERVAL_S = 1.0
+_RECOVERY_PER_S = 0.02
+_MIN_FACTOR = 0.05
+# Without Retry-After, a 429 cools its key this long.
+_DEFAULT_COOLDOWN_S = 1.0
+
+
+@attrs.frozen(kw_only=True)
+class KeyStatistics:
+    """A snapshot of one key, for programs and the progress display (never the secret).
+
+    Attributes:
+        key_id: the key's fingerprint.
+        in_flight: requests sent on it and not answered yet.
+        rpm / tpm: the limits in force now (configured, learned or lowered), ``None`` unknown.
+        requests_left / tokens_left: what its buckets hold now.
+        cooling_s: seconds until it may send again after a 429 (0 when not cooling).
+        dropped: why it was dropped for the run, or ``None``.
+    """
+
+    key_id: str
+    in_flight: int
+    rpm: float | None
+    tpm: float | None
+    requests_left: float | None
+    tokens_left: float | None
+    cooling_s: float
+    dropped: str | None
+
+
+@final
+class _KeyState:
+    """One key's mutable state inside the pool."""
+
+    def __init__(self, key: ApiKey, limits: Limits) -> None:
+        self.key = key
+        self.limits = limits
+        self.learned_rpm: float | None = None
+        self.learned_tpm: float | None = None
+        self.learned_requests_capacity: float | None = None
+        self.learned_tokens_capacity: float | None = None
+        self.factor = 1.0
+        self.factor_stamp = 0.0
+        self.last_decrease = -math.inf
+        self.requests = TokenBucket(None)
+        self.tokens = TokenBucket(None)
+        self.cooling_until = -math.inf
+        self.dropped: str | None = None
+        self.in_flight = 0
+        self.heard_back = False  # any response with headers yet?
+        self.pending_requests = 0.0  # units reserved by sleepers, not yet sent
+        self.pending_tokens = 0.0
+        self.changed = trio.Event()
+
+    def ceiling(self) -> tuple[float | None, float | None]:
+        """(rpm, tpm) before the 429 back-off factor: the stricter of configured and learned."""
+
+        def stricter(configured: float | None, learned: float | None) -> float | None:
+            if configured is None:
+                return learned
+            return configured if learned is None else min(configured, learned)
+
+        return (
+            stricter(self.limits.rpm, self.learned_rpm),
+            stricter(self.limits.tpm, self.learned_tpm),
+        )
+
+    def apply_rates(self) -> None:
+        """Push the current ceiling times the back-off factor into the buckets."""
+        rpm, tpm = self.ceiling()
+        for bucket, per_minute, learned_capacity in (
+            (self.requests, rpm, self.learned_requests_capacity),
+            (self.tokens, tpm, self.learned_tokens_capacity),
+        ):
+            if per_minute is None:
+                bucket.set_rate(None)
+                continue
+            rate = per_minute / 60.0 * self.factor
+            capacity = max(1.0, rate * self.limits.burst_s)
+            if learned_capacity is not None:
+                capacity = min(capacity, learned_capacity) if capacity else learned_capacity
+            bucket.set_rate(rate, capacity)
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+@attrs.frozen(kw_only=True)
+class Lease:
+    """Permission to send one request on one key; give it back with ``KeyPool.release``.
+
+    Attributes:
+        key: the key to send with.
+        tokens: tokens reserved for the request (the estimate).
+        expected_requests_left / expected_tokens_left: what the server should report as
+            remaining right after admitting this request, if our buckets are right.
+    """
+
+    key: ApiKey
+    tokens: float
+    expected_requests_left: float
+    expected_tokens_left: float
+    _state: _KeyState = attrs.field(alias="state", repr=False)
+
+
+def _bucket_for(per_minute: float | None, burst_s: float) -> TokenBucket:
+    if per_minute is None:
+        return TokenBucket(None)
+    rate = per_minute / 60.0
+    return TokenBucket(rate, max(1.0, rate * burst_s))
+
+
+@final
+class KeyPool:
+    """API keys with their limits, chosen per request by who can send soonest.
+
+    Args:
+        keys: the secrets (at least one).
+        limits: per-key limits; ``None`` leaves them to the engine's ``limits`` argument.
+        provider_limits: limits shared by all keys (one account or deployment), or ``None``.
+
+    Build one from the environment with ``KeyPool.from_env("OPENAI_API_KEY")`` (comma-separated
+    keys) or from a ``.env`` file with ``KeyPool.from_dotenv(".env", "OPENAI_API_KEY")``.
+    """
+
+    def __init__(
+        self,
+        keys: Iterable[str | ApiKey],
+        *,
+        limits: Limits | None = None,
+        provider_limits: Limits | None = None,
+    ) -> None:
+        api_keys: list[ApiKey] = []
+        for key in keys:
+            api_key = key if isinstance(key, ApiKey) else ApiKey(str(key).strip())
+            if not api_key.reveal():
+                raise ConfigurationError("an API key is empty")
+            if api_key not in api_keys:
+                api_keys.append(api_key)
+        if not api_keys:
+            raise ConfigurationError(
+                "no API keys given\nHINT: pass keys=['sk-...'] or "
+                "keys=trio_llm.KeyPool.from_env('OPENAI_API_KEY')"
+            )
+        self._api_keys = tuple(api_keys)
+        self.limits = limits
+        self.provider_limits = provider_limits
+        self._states: list[_KeyState] = []
+        self._provider_requests = TokenBucket(None)
+        self._provider_tokens = TokenBucket(None)
+        self._run: object = None
+        self._changed = trio.Event()
+        self._events = ev.EventHub()
+
+    # --- construction --------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, name: str = "OPENAI_API_KEY", *, limits: Limits | None = None) -> KeyPool:
+        """Keys from a comma-separated environment variable."""
+        value = os.environ.get(name, "")
+        keys = [part.strip() for part in value.split(",") if part.strip()]
+        if not keys:
+            raise ConfigurationError(
+                f"environment variable {name} is empty or unset\n"
+                f"HINT: export {name}=sk-...,sk-... (comma-separated), or pass keys=[...]"
+            )
+        return cls(keys, limits=limits)
+
+    @classmethod
+    def from_dotenv(
+        cls,
+        path: str | os.PathLike[str],
+        name: str = "OPENAI_API_KEY",
+        *,
+        limits: Limits | None = None,
+    ) -> KeyPool:
+        """Keys from ``NAME=k1,k2`` in a ``.env`` file (``export`` and quotes allowed)."""
+        file = Path(path)
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {file}: {exc.strerror}") from None
+        for line in lines:
+            stripped = line.strip().removeprefix("export ").strip()
+            if stripped.startswith("#") or "=" not in stripped:
+                continue
+            var, _, value = stripped.partition("=")
+            if var.strip() == name:
+                value = value.strip().strip("'\"")
+                keys = [part.strip() for part in value.split(",") if part.strip()]
+                if keys:
+                    return cls(keys, limits=limits)
+        raise ConfigurationError(f"{file} sets no {name}=...")
+
+    def __repr__(self) -> str:
+        return f"KeyPool([{', '.join(k.fingerprint for k in self._api_keys)}])"
+
+    def __len__(self) -> int:
+        return len(self._api_keys)
+
+    @property
+    def keys(self) -> tuple[ApiKey, ...]:
+        """The keys (each shows only its fingerprint)."""
+        return self._api_keys
+
+    def attach(self, events: ev.EventHub, limits: Limits, provider_limits: Limits | None) -> None:
+        """Called by the engine: where to send events, and the limits if none were given."""
+        self._events = events
+        if self.limits is None:
+            self.limits = limits
+        if self.provider_limits is None:
+            self.provider_limits = provider_limits
+
+    # --- state ---------------------------------------------------------------------------
+    def _ensure_run(self) -> None:
+        """Create bucket state for this trio run (buckets read trio's clock)."""
+        run = trio.lowlevel.current_root_task()
+        if run is self._run:
+            return
+        self._run = run
+        limits = self.limits or Limits()
+        self._states = [_KeyState(key, limits) for key in self._api_keys]
+        for state in self._states:
+            state.apply_rates()
+        self._changed = trio.Event()
+        provider = self.provider_limits or Limits()
+        self._provider_requests = _bucket_for(provider.rpm, provider.burst_s)
+        self._provider_tokens = _bucket_for(provider.tpm, provider.burst_s)
+
+    def statistics(self) -> tuple[KeyStatistics, ...]:
+        """A snapshot of every key."""
+        if not self._states:
+            return tuple(
+                KeyStatistics(
+                    key_id=key.fingerprint,
+                    in_flight=0,
+                    rpm=None,
+                    tpm=None,
+                    requests_left=None,
+                    tokens_left=None,
+                    cooling_s=0.0,
+                    dropped=None,
+                )
+                for key in self._api_keys
+            )
+        now = trio.current_time()
+        stats = []
+        for state in self._states:
+            rpm, tpm = state.ceiling()
+            stats.append(
+                KeyStatistics(
+                    key_id=state.key.fingerprint,
+                    in_flight=state.in_flight,
+                    rpm=None if rpm is None else rpm * state.factor,
+                    tpm=None if tpm is None else tpm * state.factor,
+                    requests_left=None if state.requests.rate is None else state.requests.level,
+                    tokens_left=None if state.tokens.rate is None else state.tokens.level,
+                    cooling_s=max(0.0, state.cooling_until - now),
+                    dropped=state.dropped,
+                )
+            )
+        return tuple(stats)
+
+    @property
+    def alive(self) -> int:
+        """How many keys are not dropped."""
+        self._ensure_run()
+        return sum(1 for state in self._states if state.dropped is None)
+
+    # --- choosing ------------------------------------------------------------------------
+    def _delay(self, state: _KeyState, tokens: float, now: float) -> float:
+        if state.dropped is not None:
+            return math.inf
+        if not state.heard_back and state.in_flight and state.limits.rpm is None:
+            # Limits unknown and nothing heard yet: one probe at a time until headers teach us.
+            return math.inf
+        return max(
+            state.requests.delay(1),
+            state.tokens.delay(tokens),
+            state.cooling_until - now,
+        )
+
+    def _pick(self, tokens: float) -> _KeyState | None:
+        now = trio.current_time()
+        best: _KeyState | None = None
+        best_delay = math.inf
+        alive = False
+        for state in self._states:
+            if state.dropped is not None:
+                continue
+            alive = True
+            self._recover(state, now)
+            delay = self._delay(state, tokens, now)
+            if (
+                best is None
+                or delay < best_delay
+                or (delay == best_delay and state.in_flight < best.in_flight)
+            ):
+                best, best_delay = state, delay
+        if not alive:
+            raise NoKeysLeftError
+        return None if best_delay == math.inf else best
+
+    async def acquire(self, tokens: float) -> Lease:
+        """Wait until some key may send a request of ``tokens`` tokens; return its lease.
+
+        Raises:
+            NoKeysLeftError: every key has been dropped.
+        """
+        self._ensure_run()
+        while True:
+            state = self._pick(tokens)
+            if state is None:
+                await self._changed.wait()
+                continue
+            now = trio.current_time()
+            wait = max(
+                state.requests.reserve(1),
+                state.tokens.reserve(tokens),
+                self._provider_requests.reserve(1),
+                self._provider_tokens.reserve(tokens),
+                state.cooling_until - now,
+            )
+            if wait > 0:
+                changed = state.changed
+                state.pending_requests += 1
+                state.pending_tokens += tokens
+                try:
+                    with trio.move_on_after(wait) as scope:
+                        await changed.wait()
+                except BaseException:
+                    self._give_back(state, 1, tokens)
+                    raise
+                finally:
+                    state.pending_requests -= 1
+                    state.pending_tokens -= tokens
+                if not scope.cancelled_caught:
+                    # The key cooled, was dropped or was re-rated: choose again.
+                    self._give_back(state, 1, tokens)
+                    continue
+                if state.dropped is not None or state.cooling_until > trio.current_time():
+                    self._give_back(state, 1, tokens)
+                    continue
+            state.in_flight += 1
+            return Lease(
+                key=state.key,
+                tokens=tokens,
+                expected_requests_left=state.requests.level + state.pending_requests,
+                expected_tokens_left=state.tokens.level + state.pending_tokens,
+                state=state,
+            )
+
+    def _give_back(self, state: _KeyState, requests: float, tokens: float) -> None:
+        state.requests.refund(requests)
+        state.tokens.refund(tokens)
+        self._provider_requests.refund(requests)
+        self._provider_tokens.refund(tokens)
+
+    # --- feedback ------------------------------------------------------------------------
+    def release(
+        self,
+        lease: Lease,
+        *,
+        info: RateLimitInfo | None = None,
+        used_tokens: float | None = None,
+        sent: bool = True,
+    ) -> None:
+        """Give a lease back after its attempt, with what the server said.
+
+        Args:
+            info: the rate-limit headers of the response, if one arrived.
+            used_tokens: the tokens the response really consumed (from ``usage``); the
+                reservation is reconciled with it: the rest is refunded, an overrun charged.
+            sent: False when the request was never admitted (cancelled before it left, or
+                refused with a 429): everything reserved is given back.
+        """
+        state = lease._state
+        if state not in self._states:  # a lease from an earlier trio run
+            return
+        state.in_flight -= 1
+        if not sent:
+            self._give_back(state, 1, lease.tokens)
+        elif used_tokens is not None:
+            difference = lease.tokens - used_tokens
+            if difference > 0:
+                state.tokens.refund(difference)
+                self._provider_tokens.refund(difference)
+            elif difference < 0:
+                state.tokens.charge(-difference)
+                self._provider_tokens.charge(-difference)
+        if info is not None and not info.empty:
+            self._apply_headers(state, lease, info)
+        if not state.heard_back and (info is not None or used_tokens is not None):
+            state.heard_back = True
+            self._wake_pool()
+
+    def _apply_headers(self, state: _KeyState, lease: Lease, info: RateLimitInfo) -> None:
+        learned = False
+        if info.requests_limit is not None and info.requests_limit != state.learned_rpm:
+            state.learned_rpm = info.requests_limit
+            learned = True
+        if info.tokens_limit is not None and info.tokens_limit != state.learned_tpm:
+            state.learned_tpm = info.tokens_limit
+            learned = True
+        if state.limits.rpm is None or state.limits.tpm is None:
+            # Limits not configured: learn the burst too. A bucket refilling at ``rate`` that
+            # is full in ``reset`` seconds holds ``remaining + reset * rate`` when full.
+            for limit, remaining, reset, attr in (
+                (
+                    info.requests_limit,
+                    info.requests_remaining,
+                    info.requests_reset_s,
+                    "learned_requests_capacity",
+                ),
+                (
+                    info.tokens_limit,
+                    info.tokens_remaining,
+                    info.tokens_reset_s,
+                    "learned_tokens_capacity",
+                ),
+            ):
+                if limit and remaining is not None and reset is not None:
+                    capacity = max(1.0, remaining + reset * limit / 60.0)
+                    if getattr(state, attr) is None or capacity < getattr(state, attr):
+                        setattr(state, attr, capacity)
+                        learned = True
+        if learned:
+            state.apply_rates()
+            rpm, tpm = state.ceiling()
+            self._events.emit(
+                ev.LIMITS_UPDATED,
+                key_id=state.key.fingerprint,
+                rpm=rpm,
+                tpm=tpm,
+                reason="headers",
+            )
+        # The server's remaining count at admission against ours at send time: lower our level
+        # by the difference when the server has less (both refill alike, so it still holds).
+        if info.requests_remaining is not None and state.requests.rate is not None:
+            shortfall = lease.expected_requests_left - info.requests_remaining
+            if shortfall > 1.0:
+                state.requests.lower_to(state.requests.level - shortfall)
+        if info.tokens_remaining is not None and state.tokens.rate is not None:
+            shortfall = lease.expected_tokens_left - info.tokens_remaining
+            if shortfall > max(lease.tokens, 0.02 * state.tokens.capacity):
+                state.tokens.lower_to(state.tokens.level - shortfall)
+
+    def rate_limited(self, lease: Lease, retry_after: float | None) -> None:
+        """The server refused ``lease``'s request with a 429: cool its key, slow it a little."""
+        state = lease._state
+        now = trio.current_time()
+        cooling = _DEFAULT_COOLDOWN_S if retry_after is None else retry_after
+        if now + cooling > state.cooling_until:
+            state.cooling_until = now + cooling
+            self._events.emit(ev.KEY_COOLING, key_id=state.key.fingerprint, cooling_s=cooling)
+        if now - state.last_decrease >= _DECREASE_INTERVAL_S and state.ceiling() != (None, None):
+            state.last_decrease = now
+            state.factor = max(_MIN_FACTOR, state.factor * _DECREASE_FACTOR)
+            state.factor_stamp = now
+            state.apply_rates()
+            rpm, tpm = state.ceiling()
+            self._events.emit(
+                ev.LIMITS_UPDATED,
+                key_id=state.key.fingerprint,
+                rpm=None if rpm is None else rpm * state.factor,
+                tpm=None if tpm is None else tpm * state.factor,
+                reason="rate_limited",
+            )
+        state.wake()
+
+    def _recover(self, state: _KeyState, now: float) -> None:
+        if state.factor < 1.0 and now > state.factor_stamp:
+            factor = min(1.0, state.factor + (now - state.factor_stamp) * _RECOVERY_PER_S)
+            if factor - state.factor >= 0.01 or factor == 1.0:
+                state.factor = factor
+                state.factor_stamp = now
+                state.apply_rates()
+
+    def drop(self, lease: Lease, reason: str) -> None:
+        """Take ``lease``'s key out of the pool for the rest of the run."""
+        state = lease._state
+        if state.dropped is None:
+            state.dropped = reason
+            self._events.emit(ev.KEY_DROPPED, key_id=state.key.fingerprint, reason=reason)
+            state.wake()
+            self._wake_pool()
+
+    def _wake_pool(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()

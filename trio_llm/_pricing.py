@@ -1,0 +1,113 @@
+"""Prices per million tokens, for the cost of each result and of a run.
+
+The defaults are list prices for common models (USD per 1M tokens, input / output) as
+published by the providers; override or extend them from a TOML or JSON file with
+``PriceTable.load(path)``. A model not in the table has no cost (``None``), never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import final
+
+import attrs
+
+from ._errors import ConfigurationError
+from ._models import Usage
+
+__all__ = ["ModelPrice", "PriceTable"]
+
+
+@attrs.frozen(kw_only=True)
+class ModelPrice:
+    """USD per one million input and output tokens."""
+
+    input_per_m: float
+    output_per_m: float
+
+    def cost(self, usage: Usage) -> float:
+        """The price of ``usage``."""
+        return (
+            usage.prompt_tokens * self.input_per_m + usage.completion_tokens * self.output_per_m
+        ) / 1_000_000
+
+
+_DEFAULTS: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "o3": (2.00, 8.00),
+    "o4-mini": (1.10, 4.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "claude-3-5-haiku": (0.80, 4.00),
+    "claude-haiku-4-5": (1.00, 5.00),
+    "claude-sonnet-4": (3.00, 15.00),
+    "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-opus-4": (15.00, 75.00),
+}
+
+
+@final
+class PriceTable:
+    """Model name → price. Dated model names (``gpt-4o-mini-2024-07-18``) match their base."""
+
+    def __init__(self, prices: Mapping[str, ModelPrice]) -> None:
+        self._prices = dict(prices)
+        self._cache: dict[str, ModelPrice | None] = {}
+
+    @classmethod
+    def default(cls) -> PriceTable:
+        """The built-in table."""
+        return cls(
+            {name: ModelPrice(input_per_m=i, output_per_m=o) for name, (i, o) in _DEFAULTS.items()}
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, *, base: PriceTable | None = None) -> PriceTable:
+        """The built-in table (or ``base``) overridden by a file of
+        ``{"model": {"input_per_m": 0.15, "output_per_m": 0.6}}`` (JSON or TOML)."""
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+            data = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read the price file {file}: {exc}") from None
+        prices = dict((base or cls.default())._prices)
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(f"{file}: expected a table of models")
+        for model, entry in data.items():
+            try:
+                prices[str(model)] = ModelPrice(
+                    input_per_m=float(entry["input_per_m"]),
+                    output_per_m=float(entry["output_per_m"]),
+                )
+            except (TypeError, KeyError, ValueError):
+                raise ConfigurationError(
+                    f"{file}: {model} needs numbers input_per_m and output_per_m"
+                ) from None
+        return cls(prices)
+
+    def price(self, model: str) -> ModelPrice | None:
+        """The price of ``model``, or of the longest known name it starts with."""
+        if model in self._cache:
+            return self._cache[model]
+        found = self._prices.get(model)
+        if found is None:
+            candidates = [name for name in self._prices if model.startswith(name + "-")]
+            if candidates:
+                found = self._prices[max(candidates, key=len)]
+        self._cache[model] = found
+        return found
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        """The price of ``usage`` on ``model``, or ``None`` if the model's price is unknown."""
+        price = self.price(model)
+        return None if price is None else price.cost(usage)

@@ -1,0 +1,6 @@
+"""Providers turn a ``Request`` into an HTTP request and a response into a ``Completion``."""
+
+from ._base import Completion, HttpRequest, Provider, error_from_response
+from ._openai import OpenAICompatible
+
+__all__ = ["Completion", "HttpRequest", "OpenAICompatible", "Provider", "error_from_response"]

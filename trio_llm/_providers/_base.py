@@ -1,0 +1,123 @@
+"""The provider interface: small on purpose, so a new API slots in without touching the engine.
+
+A provider builds the HTTP request for one ``Request`` with one key, and parses the response
+into a ``Completion`` — or raises ``ProviderError`` with the kind from the one taxonomy in
+``trio_llm._retry``. The engine does everything else (keys, limits, retries, timeouts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .._errors import ProviderError
+from .._headers import RateLimitInfo, parse_rate_limit_headers
+from .._models import Request, Usage
+from .._retry import classify_status
+
+__all__ = ["Completion", "HttpRequest", "Provider", "error_from_response"]
+
+
+@attrs.frozen(kw_only=True)
+class HttpRequest:
+    """What to send: the engine's HTTP layer sends it as is."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    content: bytes
+
+
+@attrs.frozen(kw_only=True)
+class Completion:
+    """A successful response, parsed."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+    request_id: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """An LLM API the engine can send requests to."""
+
+    @property
+    def name(self) -> str:
+        """A short label for events and summaries (``openai``, ``anthropic``)."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """The model requests go to unless a request body names another."""
+        ...
+
+    def build_request(self, request: Request, api_key: str) -> HttpRequest:
+        """The HTTP request for ``request``, authenticated with ``api_key``."""
+        ...
+
+    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
+        """The completion in a response, or ``ProviderError`` saying why there is none."""
+        ...
+
+    def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
+        """What the response headers say about our rate limits."""
+        ...
+
+
+_TAGS = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def _snippet(body: bytes, limit: int = 200) -> str:
+    text = body.decode("utf-8", "replace")
+    text = _SPACE.sub(" ", _TAGS.sub(" ", text)).strip()
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def error_from_response(status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+    """A ``ProviderError`` for a non-2xx response, whatever shape its body has.
+
+    Understands OpenAI's ``{"error": {...}}``, vLLM/SGLang's ``{"object": "error", ...}``,
+    Anthropic's ``{"type": "error", "error": {...}}``, and bodies that are not JSON at all
+    (an HTML 502 page from a proxy).
+    """
+    message: str | None = None
+    code: str | None = None
+    error_type: str | None = None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, Mapping):
+        error = data.get("error")
+        source: Mapping[str, Any] = error if isinstance(error, Mapping) else data
+        if isinstance(error, str):
+            message = error
+        raw_message = source.get("message")
+        if isinstance(raw_message, str):
+            message = raw_message
+        raw_code = source.get("code")
+        if isinstance(raw_code, str):
+            code = raw_code
+        raw_type = source.get("type")
+        if isinstance(raw_type, str):
+            error_type = raw_type
+    if message is None:
+        message = _snippet(body) or "(empty body)"
+    info = parse_rate_limit_headers(headers)
+    kind = classify_status(status, code, error_type)
+    return ProviderError(
+        kind,
+        f"HTTP {status}: {message}",
+        status=status,
+        retry_after=info.retry_after_s,
+        request_id=headers.get("x-request-id") or headers.get("request-id"),
+        code=code or error_type,
+        should_retry=info.should_retry,
+    )
