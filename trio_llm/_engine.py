@@ -38,7 +38,7 @@ from ._config import Limits, RetryPolicy
 from ._errors import ConfigurationError, InputError, ProviderError
 from ._events import EventConsumer, EventHub
 from ._http import BodyError, HttpPool
-from ._keys import KeyPool
+from ._keys import KeyPool, KeyStatistics
 from ._models import ErrorInfo, ErrorKind, Request, Result
 from ._pricing import PriceTable
 from ._providers import Completion, Provider
@@ -46,7 +46,7 @@ from ._retry import KEY_PROBLEMS, is_retryable
 from ._secrets import ApiKey
 from ._tokens import CharEstimator, Estimator
 
-__all__ = ["Engine", "Prompt", "ResultStream", "to_request"]
+__all__ = ["Engine", "EngineStatistics", "Prompt", "ResultStream", "to_request"]
 
 #: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a
 #: ``Request``, or a dict in the shape of an OpenAI request body (or ``{"id", "prompt"}``).
@@ -54,6 +54,24 @@ Prompt: TypeAlias = str | Request | Sequence[Mapping[str, Any]] | Mapping[str, A
 Source: TypeAlias = Iterable[Prompt] | AsyncIterable[Prompt]
 
 _run_ids = itertools.count(1)
+
+#: How often a run reports every key's state (``keys.updated``) for progress displays.
+KEYS_EVENT_INTERVAL_S = 1.0
+
+
+@attrs.frozen(kw_only=True)
+class EngineStatistics:
+    """A snapshot of an engine.
+
+    Attributes:
+        in_flight: requests sent and not answered yet.
+        waiting: requests ready to go but held back by the concurrency cap.
+        keys: every key's state.
+    """
+
+    in_flight: int
+    waiting: int
+    keys: tuple[KeyStatistics, ...]
 
 
 def to_request(item: object, *, source: str = "<input>", line: int | None = None) -> Request:
@@ -63,27 +81,13 @@ def to_request(item: object, *, source: str = "<input>", line: int | None = None
     if isinstance(item, str):
         return Request.from_prompt(item)
     if isinstance(item, Mapping):
-        item_id = item.get("id", item.get("custom_id"))
-        if item_id is not None and not isinstance(item_id, (str, int)):
-            raise InputError(
-                "id must be a string or a number", source=source, line=line, field="$.id"
-            )
-        item_id = None if item_id is None else str(item_id)
-        if "messages" in item:
-            messages = item["messages"]
-            _check_messages(messages, source=source, line=line, field="$.messages")
-            return Request.from_body(
-                {k: v for k, v in item.items() if k not in ("id",)}, id=item_id
-            )
-        if "prompt" in item:
-            prompt = item["prompt"]
-            if not isinstance(prompt, str):
-                raise InputError(
-                    "prompt must be a string", source=source, line=line, field="$.prompt"
-                )
-            params = {k: v for k, v in item.items() if k not in ("id", "prompt")}
-            return Request.from_prompt(prompt, id=item_id, **params)
-        raise InputError("needs a prompt or messages", source=source, line=line, field="$.prompt")
+        try:
+            return _request_from_mapping(item, source=source, line=line)
+        except InputError as exc:
+            raw_id = item.get("id", item.get("custom_id"))
+            if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool):
+                exc.item_id = str(raw_id)
+            raise
     if isinstance(item, Sequence):
         _check_messages(item, source=source, line=line, field="$")
         return Request.from_messages(tuple(item))
@@ -93,6 +97,23 @@ def to_request(item: object, *, source: str = "<input>", line: int | None = None
         source=source,
         line=line,
     )
+
+
+def _request_from_mapping(item: Mapping[str, Any], *, source: str, line: int | None) -> Request:
+    item_id = item.get("id", item.get("custom_id"))
+    if item_id is not None and (not isinstance(item_id, (str, int)) or isinstance(item_id, bool)):
+        raise InputError("id must be a string or a number", source=source, line=line, field="$.id")
+    item_id = None if item_id is None else str(item_id)
+    if "messages" in item:
+        _check_messages(item["messages"], source=source, line=line, field="$.messages")
+        return Request.from_body({k: v for k, v in item.items() if k != "id"}, id=item_id)
+    if "prompt" in item:
+        prompt = item["prompt"]
+        if not isinstance(prompt, str):
+            raise InputError("prompt must be a string", source=source, line=line, field="$.prompt")
+        params = {k: v for k, v in item.items() if k not in ("id", "prompt")}
+        return Request.from_prompt(prompt, id=item_id, **params)
+    raise InputError("needs a prompt or messages", source=source, line=line, field="$.prompt")
 
 
 def _check_messages(messages: object, *, source: str, line: int | None, field: str) -> None:
@@ -355,6 +376,7 @@ class Engine:
                 async with trio.open_nursery() as watchers:
                     if deadline is not None:
                         watchers.start_soon(self._stop_at, run, deadline)
+                    watchers.start_soon(self._report_keys_every, KEYS_EVENT_INTERVAL_S)
                     async with trio.open_nursery() as nursery:
                         items_send, items_receive = trio.open_memory_channel[_Item](2 * workers)
                         async with items_receive:
@@ -368,6 +390,7 @@ class Engine:
                     # Items never read from a sized source are reported too: none goes missing.
                     for index in range(run.read, run.total):
                         await deliver(self._not_done(run, index))
+        self._report_keys()
         self.events.emit(
             ev.RUN_FINISHED,
             run_id=run.id,
@@ -375,6 +398,23 @@ class Engine:
             stopped=None if run.stopped is None else run.stopped.kind.value,
             abandoned=run.abandoned,
             **counts,
+        )
+
+    def _report_keys(self) -> None:
+        keys = [attrs.asdict(stats) for stats in self.pool.statistics()]
+        self.events.emit(ev.KEYS_UPDATED, keys=keys, in_flight=self._limiter.borrowed_tokens)
+
+    async def _report_keys_every(self, interval: float) -> None:
+        while True:
+            self._report_keys()
+            await trio.sleep(interval)
+
+    def statistics(self) -> EngineStatistics:
+        """A snapshot: requests in flight, and every key's state."""
+        return EngineStatistics(
+            in_flight=self._limiter.borrowed_tokens,
+            waiting=self._limiter.statistics().tasks_waiting,
+            keys=self.pool.statistics(),
         )
 
     async def _stop_at(self, run: _Run, deadline: float) -> None:
@@ -426,7 +466,7 @@ class Engine:
                 status=None,
                 message=error.message,
             )
-            return Result(index=item.index, ok=False, error=error)
+            return Result(index=item.index, id=item.problem.item_id, ok=False, error=error)
         request = item.request
         attempts = _Attempts()
         if run.stopped is not None:

@@ -50,6 +50,8 @@ class InputError(TrioLLMError, ValueError):
         self.source = source
         self.line = line
         self.field = field
+        #: The item's own id, when the item got far enough to show one.
+        self.item_id: str | None = None
         where = source if line is None else f"{source}:{line}"
         if field:
             where = f"{where} {field}"

@@ -26,6 +26,9 @@ The catalogue (name: when; fields):
 ``key.dropped``        a key is out for the run; ``key_id``, ``reason``
 ``limits.updated``     a key's limits were learned or lowered; ``key_id``, ``rpm``, ``tpm``,
                        ``reason``
+``keys.updated``       every second of a run, and at its end: ``keys``, one dict per key
+                       (``key_id``, ``in_flight``, ``rpm``, ``tpm``, ``requests_left``,
+                       ``tokens_left``, ``cooling_s``, ``dropped``) and ``in_flight`` (all)
 =====================  ======================================================================
 """
 
@@ -38,6 +41,7 @@ from typing import Any, Final, final
 import structlog
 
 __all__ = [
+    "KEYS_UPDATED",
     "KEY_COOLING",
     "KEY_DROPPED",
     "LIMITS_UPDATED",
@@ -60,6 +64,7 @@ REQUEST_FAILED: Final = "request.failed"
 KEY_COOLING: Final = "key.cooling"
 KEY_DROPPED: Final = "key.dropped"
 LIMITS_UPDATED: Final = "limits.updated"
+KEYS_UPDATED: Final = "keys.updated"
 
 #: The structlog method (level) each event is forwarded at.
 LEVELS: Final[dict[str, str]] = {
@@ -72,6 +77,7 @@ LEVELS: Final[dict[str, str]] = {
     KEY_COOLING: "info",
     KEY_DROPPED: "warning",
     LIMITS_UPDATED: "info",
+    KEYS_UPDATED: "debug",
 }
 
 EventDict = MutableMapping[str, Any]
