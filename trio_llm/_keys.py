@@ -45,6 +45,14 @@ _RECOVERY_PER_S = 0.02
 _MIN_FACTOR = 0.05
 # Without Retry-After, a 429 cools its key this long.
 _DEFAULT_COOLDOWN_S = 1.0
+# Requests wait this much longer than our buckets say: the server's bucket runs on its own
+# clock with its own rounding, and being a hair early costs a 429 while a hair late costs
+# nothing (the reservations behind are not shifted by it).
+SEND_MARGIN_S = 0.002
+_START_LEVEL = 0.5
+# A capacity learned from headers must drop this much before it replaces the last one (the
+# estimate jitters with the time a response spends in flight).
+_CAPACITY_CHANGE = 0.9
 
 
 @attrs.frozen(kw_only=True)
@@ -89,7 +97,8 @@ class _KeyState:
         self.cooling_until = -math.inf
         self.dropped: str | None = None
         self.in_flight = 0
-        self.heard_back = False  # any response with headers yet?
+        self.heard_back = False  # any response yet?
+        self.has_rate_headers = False  # did the server ever send rate-limit headers?
         self.pending_requests = 0.0  # units reserved by sleepers, not yet sent
         self.pending_tokens = 0.0
         self.changed = trio.Event()
@@ -120,8 +129,15 @@ class _KeyState:
             rate = per_minute / 60.0 * self.factor
             capacity = max(1.0, rate * self.limits.burst_s)
             if learned_capacity is not None:
-                capacity = min(capacity, learned_capacity) if capacity else learned_capacity
+                capacity = min(capacity, learned_capacity)
+            was_unlimited = bucket.rate is None
             bucket.set_rate(rate, capacity)
+            if was_unlimited:
+                # Start half full. Our bucket drains when a request is scheduled, the server's
+                # when it arrives; until then the server's full bucket wastes its refill. The
+                # first burst is where that lag is largest (connections are being opened), so
+                # it leaves room for it. The floor N / (keys x rate) is not affected.
+                bucket.lower_to(capacity * _START_LEVEL)
 
     def wake(self) -> None:
         self.changed.set()
@@ -317,8 +333,8 @@ class KeyPool:
             # Limits unknown and nothing heard yet: one probe at a time until headers teach us.
             return math.inf
         return max(
-            state.requests.delay(1),
-            state.tokens.delay(tokens),
+            state.requests.delay(1, SEND_MARGIN_S),
+            state.tokens.delay(tokens, SEND_MARGIN_S),
             state.cooling_until - now,
         )
 
@@ -357,10 +373,10 @@ class KeyPool:
                 continue
             now = trio.current_time()
             wait = max(
-                state.requests.reserve(1),
-                state.tokens.reserve(tokens),
-                self._provider_requests.reserve(1),
-                self._provider_tokens.reserve(tokens),
+                state.requests.reserve(1, SEND_MARGIN_S),
+                state.tokens.reserve(tokens, SEND_MARGIN_S),
+                self._provider_requests.reserve(1, SEND_MARGIN_S),
+                self._provider_tokens.reserve(tokens, SEND_MARGIN_S),
                 state.cooling_until - now,
             )
             if wait > 0:
@@ -431,6 +447,7 @@ class KeyPool:
                 state.tokens.charge(-difference)
                 self._provider_tokens.charge(-difference)
         if info is not None and not info.empty:
+            state.has_rate_headers = True
             self._apply_headers(state, lease, info)
         if not state.heard_back and (info is not None or used_tokens is not None):
             state.heard_back = True
@@ -444,28 +461,30 @@ class KeyPool:
         if info.tokens_limit is not None and info.tokens_limit != state.learned_tpm:
             state.learned_tpm = info.tokens_limit
             learned = True
-        if state.limits.rpm is None or state.limits.tpm is None:
-            # Limits not configured: learn the burst too. A bucket refilling at ``rate`` that
-            # is full in ``reset`` seconds holds ``remaining + reset * rate`` when full.
-            for limit, remaining, reset, attr in (
-                (
-                    info.requests_limit,
-                    info.requests_remaining,
-                    info.requests_reset_s,
-                    "learned_requests_capacity",
-                ),
-                (
-                    info.tokens_limit,
-                    info.tokens_remaining,
-                    info.tokens_reset_s,
-                    "learned_tokens_capacity",
-                ),
-            ):
-                if limit and remaining is not None and reset is not None:
-                    capacity = max(1.0, remaining + reset * limit / 60.0)
-                    if getattr(state, attr) is None or capacity < getattr(state, attr):
-                        setattr(state, attr, capacity)
-                        learned = True
+        # A limit not configured has its burst learned too: a bucket refilling at ``rate``
+        # that is full in ``reset`` seconds holds ``remaining + reset * rate`` when full.
+        for configured, limit, remaining, reset, attr in (
+            (
+                state.limits.rpm,
+                info.requests_limit,
+                info.requests_remaining,
+                info.requests_reset_s,
+                "learned_requests_capacity",
+            ),
+            (
+                state.limits.tpm,
+                info.tokens_limit,
+                info.tokens_remaining,
+                info.tokens_reset_s,
+                "learned_tokens_capacity",
+            ),
+        ):
+            if configured is None and limit and remaining is not None and reset is not None:
+                capacity = max(1.0, remaining + reset * limit / 60.0)
+                previous = getattr(state, attr)
+                if previous is None or capacity < previous * _CAPACITY_CHANGE:
+                    setattr(state, attr, capacity)
+                    learned = True
         if learned:
             state.apply_rates()
             rpm, tpm = state.ceiling()
@@ -495,7 +514,14 @@ class KeyPool:
         if now + cooling > state.cooling_until:
             state.cooling_until = now + cooling
             self._events.emit(ev.KEY_COOLING, key_id=state.key.fingerprint, cooling_s=cooling)
-        if now - state.last_decrease >= _DECREASE_INTERVAL_S and state.ceiling() != (None, None):
+        # Slow down only for a server that does not send rate-limit headers: where it does,
+        # the headers already set our limits and level, and one unlucky 429 (a request that
+        # spent long in flight) should not cost minutes of reduced throughput.
+        if (
+            not state.has_rate_headers
+            and now - state.last_decrease >= _DECREASE_INTERVAL_S
+            and state.ceiling() != (None, None)
+        ):
             state.last_decrease = now
             state.factor = max(_MIN_FACTOR, state.factor * _DECREASE_FACTOR)
             state.factor_stamp = now

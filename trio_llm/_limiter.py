@@ -92,12 +92,16 @@ class TokenBucket:
         self._refill()
         return self._level
 
-    def delay(self, amount: float) -> float:
-        """Seconds until ``amount`` units could be taken, if nobody else takes any first."""
+    def delay(self, amount: float, margin_s: float = 0.0) -> float:
+        """Seconds until ``amount`` units could be taken, if nobody else takes any first.
+
+        ``margin_s`` asks for that many seconds of refill on top, so that a server counting
+        the same bucket with its own clock and rounding is never a hair short.
+        """
         if self._rate is None:
             return 0.0
         self._refill()
-        need = min(amount, self._capacity)
+        need = min(amount + self._rate * margin_s, self._capacity)
         if self._level >= need:
             return 0.0
         return (need - self._level) / self._rate
@@ -113,13 +117,13 @@ class TokenBucket:
         )
 
     # --- taking and giving back ----------------------------------------------------------
-    def reserve(self, amount: float) -> float:
+    def reserve(self, amount: float, margin_s: float = 0.0) -> float:
         """Take ``amount`` units now; return the seconds to wait before they are really there.
 
         The caller must sleep that long before acting (``acquire`` does it for you) and must
-        ``refund`` the units if it gives up before using them.
+        ``refund`` the units if it gives up before using them. ``margin_s`` is as in ``delay``.
         """
-        wait = self.delay(amount)
+        wait = self.delay(amount, margin_s)
         if self._rate is not None:
             self._level -= amount
         return wait
