@@ -424,8 +424,8 @@ class Engine:
     async def _produce(
         self, run: _Run, source: Source, items: trio.MemorySendChannel[_Item]
     ) -> None:
-        async with items:
-            async for prompt in _aiter(source):
+        async with items, contextlib.aclosing(_aiter(source)) as prompts:
+            async for prompt in prompts:
                 if run.stopped is not None:
                     return
                 index = run.read
@@ -706,7 +706,7 @@ class ResultStream:
         self._receive.close()
         await self._stack.__aexit__(exc_type, exc, tb)
 
-    async def __aiter__(self) -> AsyncIterator[Result]:
+    def __aiter__(self) -> ResultStream:
         engine = self._engine
         if engine._service is None or engine._http is None:
             raise ConfigurationError(
@@ -714,13 +714,25 @@ class ResultStream:
                 "HINT: `async with engine:` around it, or "
                 "`async with engine.stream(prompts) as results: async for r in results: ...`"
             )
-        # The run lives in the engine's own nursery, not in this generator (a nursery must
-        # never span a yield). Closing the receiving end, as leaving the loop early does,
-        # makes the run stop at its next delivery.
-        receive = self._start(engine._service, engine._http)
-        with receive:
-            async for result in receive:
-                yield result
+        if self._receive is None:
+            # The run lives in the engine's own nursery, not in this iterator (a nursery must
+            # never span a yield).
+            self._receive = self._start(engine._service, engine._http)
+        return self
+
+    async def __anext__(self) -> Result:
+        assert self._receive is not None
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def __del__(self) -> None:
+        # Leaving `async for` early drops the last reference: closing the receiving end makes
+        # the run stop at its next delivery instead of holding its requests forever.
+        receive = getattr(self, "_receive", None)
+        if receive is not None:
+            receive.close()
 
 
 async def _aiter(source: Source) -> AsyncIterator[Prompt]:
