@@ -11,12 +11,10 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from _fakes import completion, echo, error, last_user_text, make_engine
 
 import trio_llm
 from trio_llm import ErrorKind, Limits, RetryPolicy
-
-from _fakes import completion, echo, error, last_user_text, make_engine
-
 
 NO_JITTER = RetryPolicy(attempts=4, wait_initial=1.0, wait_jitter=0.0, wait_max=60.0)
 

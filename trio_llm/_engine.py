@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -735,7 +736,7 @@ class ResultStream:
             receive.close()
 
 
-async def _aiter(source: Source) -> AsyncIterator[Prompt]:
+async def _aiter(source: Source) -> AsyncGenerator[Prompt, None]:
     if isinstance(source, AsyncIterable):
         async for item in source:
             yield item
