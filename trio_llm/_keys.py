@@ -97,7 +97,6 @@ class _KeyState:
         self.cooling_until = -math.inf
         self.dropped: str | None = None
         self.in_flight = 0
-        self.heard_back = False  # any response yet?
         self.has_rate_headers = False  # did the server ever send rate-limit headers?
         self.pending_requests = 0.0  # units reserved by sleepers, not yet sent
         self.pending_tokens = 0.0
@@ -208,7 +207,6 @@ class KeyPool:
         self._provider_requests = TokenBucket(None)
         self._provider_tokens = TokenBucket(None)
         self._run: object = None
-        self._changed = trio.Event()
         self._events = ev.EventHub()
 
     # --- construction --------------------------------------------------------------------
@@ -280,7 +278,6 @@ class KeyPool:
         self._states = [_KeyState(key, limits) for key in self._api_keys]
         for state in self._states:
             state.apply_rates()
-        self._changed = trio.Event()
         provider = self.provider_limits or Limits()
         self._provider_requests = _bucket_for(provider.rpm, provider.burst_s)
         self._provider_tokens = _bucket_for(provider.tpm, provider.burst_s)
@@ -327,26 +324,19 @@ class KeyPool:
 
     # --- choosing ------------------------------------------------------------------------
     def _delay(self, state: _KeyState, tokens: float, now: float) -> float:
-        if state.dropped is not None:
-            return math.inf
-        if not state.heard_back and state.in_flight and state.limits.rpm is None:
-            # Limits unknown and nothing heard yet: one probe at a time until headers teach us.
-            return math.inf
         return max(
             state.requests.delay(1, SEND_MARGIN_S),
             state.tokens.delay(tokens, SEND_MARGIN_S),
             state.cooling_until - now,
         )
 
-    def _pick(self, tokens: float) -> _KeyState | None:
+    def _pick(self, tokens: float) -> _KeyState:
         now = trio.current_time()
         best: _KeyState | None = None
         best_delay = math.inf
-        alive = False
         for state in self._states:
             if state.dropped is not None:
                 continue
-            alive = True
             self._recover(state, now)
             delay = self._delay(state, tokens, now)
             if (
@@ -355,9 +345,9 @@ class KeyPool:
                 or (delay == best_delay and state.in_flight < best.in_flight)
             ):
                 best, best_delay = state, delay
-        if not alive:
+        if best is None:
             raise NoKeysLeftError
-        return None if best_delay == math.inf else best
+        return best
 
     async def acquire(self, tokens: float) -> Lease:
         """Wait until some key may send a request of ``tokens`` tokens; return its lease.
@@ -368,9 +358,6 @@ class KeyPool:
         self._ensure_run()
         while True:
             state = self._pick(tokens)
-            if state is None:
-                await self._changed.wait()
-                continue
             now = trio.current_time()
             wait = max(
                 state.requests.reserve(1, SEND_MARGIN_S),
@@ -449,9 +436,6 @@ class KeyPool:
         if info is not None and not info.empty:
             state.has_rate_headers = True
             self._apply_headers(state, lease, info)
-        if not state.heard_back and (info is not None or used_tokens is not None):
-            state.heard_back = True
-            self._wake_pool()
 
     def _apply_headers(self, state: _KeyState, lease: Lease, info: RateLimitInfo) -> None:
         learned = False
@@ -497,11 +481,20 @@ class KeyPool:
             )
         # The server's remaining count at admission against ours at send time: lower our level
         # by the difference when the server has less (both refill alike, so it still holds).
-        if info.requests_remaining is not None and state.requests.rate is not None:
+        # (Only for leases taken under a known limit: an unlimited bucket expected infinity.)
+        if (
+            info.requests_remaining is not None
+            and state.requests.rate is not None
+            and math.isfinite(lease.expected_requests_left)
+        ):
             shortfall = lease.expected_requests_left - info.requests_remaining
             if shortfall > 1.0:
                 state.requests.lower_to(state.requests.level - shortfall)
-        if info.tokens_remaining is not None and state.tokens.rate is not None:
+        if (
+            info.tokens_remaining is not None
+            and state.tokens.rate is not None
+            and math.isfinite(lease.expected_tokens_left)
+        ):
             shortfall = lease.expected_tokens_left - info.tokens_remaining
             if shortfall > max(lease.tokens, 0.02 * state.tokens.capacity):
                 state.tokens.lower_to(state.tokens.level - shortfall)
@@ -551,8 +544,3 @@ class KeyPool:
             state.dropped = reason
             self._events.emit(ev.KEY_DROPPED, key_id=state.key.fingerprint, reason=reason)
             state.wake()
-            self._wake_pool()
-
-    def _wake_pool(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
