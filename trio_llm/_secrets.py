@@ -16,8 +16,8 @@ def fingerprint(secret: str) -> str:
     Long keys show their prefix and last four characters (``sk-…a1b2``), as provider dashboards
     do. Short keys (test keys such as ``k1``) would be shown whole that way, so they get a hash.
     """
-    if len(secret) >= 16:
-        prefix = secret[:3] if secret[:3].isascii() else ""
+    if len(secret) >= 12:
+        prefix = "sk-" if secret.startswith("sk-") else ""
         return f"{prefix}…{secret[-4:]}"
     digest = hashlib.sha256(secret.encode()).hexdigest()[:6]
     return f"key#{digest}"

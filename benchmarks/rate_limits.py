@@ -1,0 +1,239 @@
+"""Rate limits: does a batch finish in about N / (keys x rate), with almost no 429s?
+
+Each scenario runs trio-llm and the popular recipe (``asyncio.gather`` + a semaphore + a fixed
+1 s retry sleep, keys round-robin) against the mock server in its own process, which enforces
+per-key RPM/TPM with OpenAI's 429s and headers. The floor is ``N / (keys x rate)`` plus one
+mean latency (the last response still has to come back); achieved/floor = floor / wall.
+
+Scenarios (goals from the issue):
+
+1. RPM-bound: 3 keys x 1,800 RPM, 0.3 s latency, 1,800 requests: wall <= 1.03 x floor,
+   429s <= 0.5 %.
+2. TPM-bound: 2 keys, mixed prompt lengths, tokens/min binding: >= 0.95 of the floor.
+3. Limits not given (``Limits()``), learned from headers: >= 0.9 of the floor after 5 s.
+4. Configured limit 2 x too high: completes, 429s <= 5 %.
+5. One key with half the others' limit: each key used to its own limit.
+
+    python -m benchmarks.rate_limits [--quick] [--n 1800] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+import trio_llm
+from trio_llm.testing import MockServerConfig, MockServerProcess, count_tokens, mock_reply
+
+from ._clients import ClientRun, asyncio_gather_semaphore, engine_run, prompts
+from ._harness import median, parse_options, report
+
+KEYS3 = ("bench-key-1", "bench-key-2", "bench-key-3")
+KEYS2 = KEYS3[:2]
+LATENCY = 0.3
+CONCURRENCY = 64
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """One client on one scenario."""
+
+    wall_s: float
+    ok: int
+    status_429: int
+    sent: int
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+
+def _tokens(prompt: str) -> int:
+    """What the mock charges for a prompt with no max_tokens: prompt + its completion."""
+    return count_tokens(prompt) + 3 + count_tokens(mock_reply(prompt))
+
+
+def _mixed_prompts(n: int) -> list[str]:
+    sizes = [20, 200, 800, 2000]  # characters: ~5 to ~500 tokens
+    return [f"item {i}: " + "lorem ipsum " * (sizes[i % len(sizes)] // 12) for i in range(n)]
+
+
+def _engine(
+    base_url: str,
+    keys: tuple[str, ...],
+    items: list[str],
+    limits: trio_llm.Limits | None,
+    *,
+    timeline: bool = False,
+) -> Outcome:
+    finished: list[float] = []
+
+    def on_event(_logger: Any, _method: str, event: Any) -> Any:
+        if timeline and event["event"] == "request.succeeded":
+            finished.append(time.perf_counter())
+        return event
+
+    started = time.perf_counter()
+    run, results = engine_run(
+        base_url, keys, items, concurrency=CONCURRENCY, limits=limits, consumers=[on_event]
+    )
+    per_key = collections.Counter(r.key_id for r in results if r.ok)
+    sent = sum(r.attempts for r in results)
+    return Outcome(
+        wall_s=run.wall_s,
+        ok=run.ok,
+        status_429=run.status_429,
+        sent=sent,
+        extra={"finished": [t - started for t in finished], "per_key": dict(per_key)},
+    )
+
+
+def _recipe(base_url: str, keys: tuple[str, ...], items: list[str]) -> Outcome:
+    run: ClientRun = asyncio_gather_semaphore(base_url, keys, items, concurrency=CONCURRENCY)
+    return Outcome(
+        wall_s=run.wall_s,
+        ok=run.ok,
+        status_429=run.status_429,
+        sent=run.ok + run.failed + run.status_429,
+    )
+
+
+def _scenario(
+    config: MockServerConfig,
+    runs: int,
+    engine: Callable[[str], Outcome],
+    recipe: Callable[[str], Outcome] | None,
+) -> tuple[list[Outcome], list[Outcome]]:
+    engine_runs: list[Outcome] = []
+    recipe_runs: list[Outcome] = []
+    for _ in range(runs):
+        # A fresh server per run: every run starts with full buckets, as a real batch would.
+        with MockServerProcess(config) as server:
+            engine_runs.append(engine(server.base_url))
+        if recipe is not None:
+            with MockServerProcess(config) as server:
+                recipe_runs.append(recipe(server.base_url))
+    return engine_runs, recipe_runs
+
+
+def _row(name: str, client: str, runs: list[Outcome], floor: float, n: int) -> list[object]:
+    wall = median([r.wall_s for r in runs])
+    share = median([r.status_429 / n for r in runs])
+    ok = min(r.ok for r in runs)
+    return [name, client, f"{ok}/{n}", wall, floor, floor / wall, f"{share:.2%}"]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    options = parse_options(__doc__ or "", argv, runs=3)
+    quick = options.quick
+    rows: list[list[object]] = []
+    summary: dict[str, Any] = {}
+
+    # 1. RPM-bound.
+    rpm = 1800
+    n = options.n or (450 if quick else 1800)
+    items = prompts(n, "rpm")
+    floor = n / (len(KEYS3) * rpm / 60) + LATENCY
+    config = MockServerConfig(keys=KEYS3, rpm=rpm, latency=LATENCY, latency_sigma=0.3)
+    engine_runs, recipe_runs = _scenario(
+        config,
+        options.runs,
+        lambda url: _engine(url, KEYS3, items, trio_llm.Limits(rpm=rpm)),
+        lambda url: _recipe(url, KEYS3, items),
+    )
+    rows.append(_row("1. RPM-bound, 3 keys x 1800 rpm", "trio-llm", engine_runs, floor, n))
+    rows.append(_row("", "asyncio.gather + semaphore", recipe_runs, floor, n))
+    summary["rpm_bound"] = {
+        "wall_over_floor": median([r.wall_s for r in engine_runs]) / floor,
+        "share_429": median([r.status_429 / n for r in engine_runs]),
+    }
+
+    # 2. TPM-bound: 2 keys, mixed prompt lengths.
+    tpm = 30_000
+    mixed = _mixed_prompts(n // 4 if quick else 300)
+    total_tokens = sum(_tokens(p) for p in mixed)
+    floor = total_tokens / (len(KEYS2) * tpm / 60) + LATENCY
+    config = MockServerConfig(keys=KEYS2, rpm=10_000, tpm=tpm, latency=LATENCY)
+    engine_runs, recipe_runs = _scenario(
+        config,
+        options.runs,
+        lambda url: _engine(url, KEYS2, mixed, trio_llm.Limits(rpm=10_000, tpm=tpm)),
+        lambda url: _recipe(url, KEYS2, mixed),
+    )
+    label = f"2. TPM-bound, 2 keys x {tpm} tpm, {total_tokens} tokens"
+    rows.append(_row(label, "trio-llm", engine_runs, floor, len(mixed)))
+    rows.append(_row("", "asyncio.gather + semaphore", recipe_runs, floor, len(mixed)))
+    summary["tpm_bound"] = {"achieved_over_floor": floor / median([r.wall_s for r in engine_runs])}
+
+    # 3. Limits not given: learned from headers. Throughput after the first 5 s.
+    n3 = n if quick else 2700
+    items3 = prompts(n3, "learn")
+    floor = n3 / (len(KEYS3) * rpm / 60) + LATENCY
+    config = MockServerConfig(keys=KEYS3, rpm=rpm, latency=LATENCY, latency_sigma=0.3)
+    engine_runs, _ = _scenario(
+        config,
+        options.runs,
+        lambda url: _engine(url, KEYS3, items3, trio_llm.Limits(), timeline=True),
+        None,
+    )
+    rates = []
+    warmup = 2.0 if quick else 5.0
+    for run in engine_runs:
+        finished = run.extra["finished"]
+        late = [t for t in finished if t >= warmup]
+        if late:
+            rates.append(len(late) / (max(late) - warmup) / (len(KEYS3) * rpm / 60))
+    after_warmup = median(rates) if rates else 0.0
+    row = _row("3. limits not given (learned)", "trio-llm", engine_runs, floor, n3)
+    row.append(f"{after_warmup:.3f} of the rate after {warmup:g} s")
+    rows.append(row)
+    summary["learned"] = {"rate_after_warmup": after_warmup}
+
+    # 4. Configured 2 x too high.
+    engine_runs, _ = _scenario(
+        MockServerConfig(keys=KEYS3, rpm=rpm, latency=LATENCY, latency_sigma=0.3),
+        options.runs,
+        lambda url: _engine(url, KEYS3, items, trio_llm.Limits(rpm=2 * rpm)),
+        None,
+    )
+    floor = n / (len(KEYS3) * rpm / 60) + LATENCY
+    rows.append(_row("4. configured 2x too high", "trio-llm", engine_runs, floor, n))
+    summary["too_high"] = {"share_429": median([r.status_429 / n for r in engine_runs])}
+
+    # 5. One key with half the others' limit.
+    key_rpm = {KEYS3[0]: rpm, KEYS3[1]: rpm, KEYS3[2]: rpm // 2}
+    total_rate = sum(key_rpm.values()) / 60
+    floor = n / total_rate + LATENCY
+    config = MockServerConfig(keys=KEYS3, rpm=rpm, key_rpm=key_rpm, latency=LATENCY)
+    engine_runs, _ = _scenario(
+        config,
+        options.runs,
+        lambda url: _engine(url, KEYS3, items, trio_llm.Limits()),
+        None,
+    )
+    row = _row("5. uneven keys (1800/1800/900 rpm, learned)", "trio-llm", engine_runs, floor, n)
+    per_key = engine_runs[len(engine_runs) // 2].extra["per_key"]
+    row.append(" / ".join(str(per_key.get(k, 0)) for k in sorted(per_key)))
+    rows.append(row)
+    summary["uneven"] = {
+        "achieved_over_floor": floor / median([r.wall_s for r in engine_runs]),
+        "per_key": per_key,
+    }
+
+    for r in rows:
+        while len(r) < 8:
+            r.append("")
+    return report(
+        "rate_limits",
+        f"Rate limits against the mock server in its own process (median of {options.runs})",
+        ["scenario", "client", "ok", "wall s", "floor s", "achieved/floor", "429 share", "notes"],
+        rows,
+        options,
+        summary=summary,
+        notes=["floor = N / (keys x rate) + one mean latency; achieved/floor = floor / wall"],
+    )
+
+
+if __name__ == "__main__":
+    main()

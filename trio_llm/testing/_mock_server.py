@@ -1,0 +1,611 @@
+"""``MockApp``: the mock OpenAI-compatible server as a raw ASGI application.
+
+It is written against ``anyio`` and no web framework, so the same object runs under hypercorn's
+trio worker in the test process and under uvicorn (asyncio) in a process of its own, and can sit
+behind ``httpx.ASGITransport`` with no socket at all.
+
+Routes:
+
+- ``POST /v1/chat/completions`` (and ``/chat/completions``): JSON or SSE (``"stream": true``).
+- ``GET /v1/models``: the configured model.
+- ``GET /stats`` / ``POST /stats/reset``: the counters of :class:`MockStats`.
+
+A chat request goes through: auth → body → rate limits (charged at admission) → fault decision
+→ latency → response (unused tokens refunded). Only admitted requests count as "seen" for the
+fault decision, so a 429 doesn't move a prompt's fault sequence along.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final, cast, final
+
+import anyio
+
+from ._mock_config import FAULT_KINDS, FaultKind, MockServerConfig
+from ._mock_content import count_tokens, mock_reply, prompt_digest, truncate_to_tokens
+from ._mock_limits import KeyLimits, format_reset
+from ._mock_stats import MockStats, StatsCounter, key_fingerprint
+
+__all__ = ["MockApp", "Receive", "Scope", "Send"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+_JSON: Final = (b"content-type", b"application/json")
+_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+_DIRECTIVE = re.compile(r"\[\[fault:([A-Za-z0-9_]+)(?:\*(\d+))?\]\]")
+_HTML_502: Final = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+
+
+class _HTTPError(Exception):
+    """An error response decided before the request is admitted (bad auth, bad body, 429)."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: Headers | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or []
+
+
+def _error_body(message: str, type_: str, code: str | None, param: str | None = None) -> Any:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _bad_request(message: str, param: str | None = None) -> _HTTPError:
+    return _HTTPError(400, _error_body(message, "invalid_request_error", None, param))
+
+
+def _text_of(content: Any) -> str:
+    """The text of a message's ``content``: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+@final
+class _Chat:
+    """One parsed, priced chat completion request."""
+
+    __slots__ = (
+        "completion_id",
+        "completion_tokens",
+        "content",
+        "created",
+        "digest",
+        "finish_reason",
+        "include_usage",
+        "model",
+        "prompt",
+        "prompt_tokens",
+        "stream",
+        "token_cost",
+    )
+
+    completion_id: str
+    completion_tokens: int
+    content: str
+    created: int
+    digest: bytes
+    finish_reason: str
+    include_usage: bool
+    model: str
+    prompt: str
+    prompt_tokens: int
+    stream: bool
+    token_cost: int
+
+    def __init__(self, body: Any, default_model: str) -> None:
+        if not isinstance(body, dict):
+            raise _bad_request("The request body must be a JSON object.")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _bad_request("'messages' must be a non-empty array.", "messages")
+        if not all(isinstance(m, dict) for m in messages):
+            raise _bad_request("Each message must be an object.", "messages")
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise _bad_request("'max_tokens' must be an integer >= 1.", "max_tokens")
+        self.completion_id = ""  # set by the server once the request is admitted
+        self.created = int(time.time())
+        self.model = str(body.get("model") or default_model)
+        self.stream = body.get("stream") is True
+        options = body.get("stream_options")
+        self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+
+        texts = [_text_of(m.get("content")) for m in messages]
+        self.prompt = next(
+            (t for m, t in zip(reversed(messages), reversed(texts), strict=True)
+             if m.get("role") == "user"),
+            "",
+        )  # fmt: skip
+        self.digest = prompt_digest(self.prompt)
+        self.prompt_tokens = sum(count_tokens(t) + 3 for t in texts)
+        full = mock_reply(self.prompt)
+        full_tokens = count_tokens(full)
+        if max_tokens is not None and max_tokens < full_tokens:
+            self.content = truncate_to_tokens(full, max_tokens)
+            self.completion_tokens = max_tokens
+            self.finish_reason = "length"
+        else:
+            self.content = full
+            self.completion_tokens = full_tokens
+            self.finish_reason = "stop"
+        # Charged at admission like a provider does: the prompt plus the most it may generate.
+        self.token_cost = self.prompt_tokens + (
+            max_tokens if max_tokens is not None else self.completion_tokens
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@final
+class MockApp:
+    """The mock OpenAI-compatible server, as an ASGI 3 application.
+
+    Use :func:`serve_mock` or :class:`MockServerProcess` to run it on a socket; mount it directly
+    (``httpx.ASGITransport(app=MockApp(config))``) for socket-free tests, where the ``drop`` and
+    ``hang`` faults depend on the transport.
+
+    Args:
+        config: how the server behaves; the defaults accept any key with no limits, no latency
+            and no faults.
+    """
+
+    def __init__(self, config: MockServerConfig | None = None) -> None:
+        self.config = config if config is not None else MockServerConfig()
+        self._stats = StatsCounter()
+        self._limits: dict[str, KeyLimits] = {}
+        # How many times each prompt (8 bytes of its sha256) was admitted: the `n` of the fault
+        # decision. Not cleared by a stats reset, so a reset doesn't replay faults.
+        self._seen: dict[int, int] = {}
+        self._rng = random.Random(self.config.seed)
+        self._seed_bytes = str(self.config.seed).encode() + b"\0"
+        self._fault_weights = self.config.fault_mix
+        self._fault_total = sum(w for _, w in self._fault_weights)
+        self._sequence = 0
+        # Ids unique across restarts of the server, cheap per request.
+        self._id_prefix = os.urandom(4).hex()
+
+    def stats(self) -> MockStats:
+        """Return a snapshot of the counters."""
+        return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        """Zero the counters (rate-limit buckets and the fault sequence are kept)."""
+        self._stats.reset()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"].rstrip("/")
+        method = scope["method"]
+        if path in ("/v1/chat/completions", "/chat/completions"):
+            if method != "POST":
+                await _send_json(send, 405, _error_body("Use POST.", "invalid_request_error", None))
+                return
+            await self._chat_completions(scope, receive, send)
+        elif path in ("/v1/models", "/models") and method == "GET":
+            await _send_json(send, 200, self._models())
+        elif path == "/stats" and method == "GET":
+            await _send_bytes(send, 200, self._stats.snapshot().to_json().encode(), [_JSON])
+        elif path == "/stats/reset" and method == "POST":
+            self._stats.reset()
+            await _send_bytes(send, 200, self._stats.snapshot().to_json().encode(), [_JSON])
+        else:
+            body = _error_body(f"Unknown route {method} {path}.", "invalid_request_error", None)
+            await _send_json(send, 404, body)
+
+    def _models(self) -> dict[str, Any]:
+        model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "trio-llm"}
+        return {"object": "list", "data": [model]}
+
+    async def _chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self._stats
+        stats.total_requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        self._sequence += 1
+        request_id = f"req_{self._id_prefix}{self._sequence:012x}"
+        try:
+            await self._handle_chat(scope, receive, send, request_id)
+        finally:
+            stats.in_flight -= 1
+
+    async def _handle_chat(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
+        stats = self._stats
+        id_header = (b"x-request-id", rid.encode())
+        key = _api_key(scope)
+        fingerprint = key_fingerprint(key)
+        stats.by_key[fingerprint] = stats.by_key.get(fingerprint, 0) + 1
+        limits: KeyLimits | None = None
+        try:
+            # Read the body first: answering before it is read breaks keep-alive on some servers.
+            raw = await _read_body(receive)
+            if raw is None:
+                return  # the client went away
+            self._authenticate(key, fingerprint)
+            try:
+                chat = _Chat(json.loads(raw), self.config.model)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                raise _bad_request(f"The body is not valid JSON: {exc}") from None
+            fault = self._directive_fault(chat)
+            assert key is not None  # _authenticate refused a missing key
+            now = anyio.current_time()
+            if self.config.limited:
+                limits = self._limits_for(key, now)
+                admission = limits.admit(chat.token_cost, now)
+                if admission.limited_by is not None:
+                    raise self._rate_limited(chat, limits, admission.limited_by,
+                                             admission.wait_s, admission.headers)  # fmt: skip
+                headers = [id_header, *admission.headers]
+            else:
+                headers = [id_header]
+        except _HTTPError as error:
+            stats.by_status[error.status] = stats.by_status.get(error.status, 0) + 1
+            await _send_json(send, error.status, error.body, [id_header, *error.headers])
+            return
+
+        stats.tokens_charged += chat.token_cost
+        chat.completion_id = "chatcmpl-" + rid.removeprefix("req_")
+        prompt_id = int.from_bytes(chat.digest[:8], "big")
+        n = self._seen.get(prompt_id, 0)
+        self._seen[prompt_id] = n + 1
+        if fault is None or (fault[1] is not None and n >= fault[1]):
+            kind = None if fault is not None else self._random_fault(chat.digest, n)
+        else:
+            kind = fault[0]
+        if kind is not None:
+            # Nothing was generated: a fault costs the request but no tokens.
+            stats.tokens_charged -= chat.token_cost
+            if limits is not None:
+                limits.refund_tokens(chat.token_cost, anyio.current_time())
+            stats.faults[kind] = stats.faults.get(kind, 0) + 1
+            await self._send_fault(kind, chat, receive, send, headers)
+            return
+
+        latency = self._draw_latency()
+
+        def succeeded() -> None:
+            # Counted just before the last bytes go out, so a client holding its response sees
+            # it in /stats; the refund happens "when the response is produced".
+            refund = chat.token_cost - chat.total_tokens
+            if refund > 0:
+                stats.tokens_charged -= refund
+                if limits is not None:
+                    limits.refund_tokens(refund, anyio.current_time())
+            stats.by_status[200] = stats.by_status.get(200, 0) + 1
+            stats.successes += 1
+            if prompt_id in stats.succeeded_prompts:
+                stats.duplicate_successes += 1
+            else:
+                stats.succeeded_prompts.add(prompt_id)
+
+        if chat.stream:
+            await self._stream(chat, send, headers, latency, succeeded)
+        else:
+            delay = latency + self.config.latency_per_token * chat.completion_tokens
+            if delay > 0:
+                await anyio.sleep(delay)
+            body = json.dumps(self._completion(chat)).encode()
+            succeeded()
+            await _send_bytes(send, 200, body, [_JSON, *headers])
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _authenticate(self, key: str | None, fingerprint: str) -> None:
+        config = self.config
+        if key is None:
+            message = "You didn't provide an API key (Authorization: Bearer <key>)."
+            raise _HTTPError(401, _error_body(message, "invalid_request_error", "invalid_api_key"))
+        if key in config.quota_exhausted_keys:
+            message = "You exceeded your current quota, please check your plan and billing details."
+            raise _HTTPError(429, _error_body(message, "insufficient_quota", "insufficient_quota"))
+        if config.keys is not None and key not in config.keys:
+            message = f"Incorrect API key provided: {fingerprint}."
+            raise _HTTPError(401, _error_body(message, "invalid_request_error", "invalid_api_key"))
+
+    def _limits_for(self, key: str, now: float) -> KeyLimits:
+        limits = self._limits.get(key)
+        if limits is None:
+            config = self.config
+            rpm, tpm = config.limits_of(key)
+            limits = KeyLimits(rpm, tpm, config.burst_s, now)
+            self._limits[key] = limits
+        return limits
+
+    def _rate_limited(
+        self, chat: _Chat, limits: KeyLimits, kind: str, wait_s: float, headers: Headers
+    ) -> _HTTPError:
+        bucket = limits.requests if kind == "requests" else limits.tokens
+        assert bucket is not None
+        unit = "RPM" if kind == "requests" else "TPM"
+        requested = 1 if kind == "requests" else chat.token_cost
+        message = (
+            f"Rate limit reached for {chat.model} on {kind} per min ({unit}): "
+            f"Limit {bucket.limit}, Requested {requested}. "
+            f"Please try again in {format_reset(wait_s)}."
+        )
+        retry_headers: Headers = [
+            (b"retry-after", str(max(1, math.ceil(wait_s))).encode()),
+            # Whole milliseconds, rounded up: retrying at exactly this time is admitted.
+            (b"retry-after-ms", str(max(1, math.ceil(round(wait_s * 1000, 6)))).encode()),
+        ]
+        body = _error_body(message, kind, "rate_limit_exceeded")
+        return _HTTPError(429, body, [*retry_headers, *headers])
+
+    # -- faults ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _directive_fault(chat: _Chat) -> tuple[FaultKind, int | None] | None:
+        """``[[fault:KIND]]`` (always) or ``[[fault:KIND*N]]`` (the first N times) in the prompt."""
+        match = _DIRECTIVE.search(chat.prompt)
+        if match is None:
+            return None
+        kind = match.group(1)
+        if kind not in FAULT_KINDS:
+            raise _bad_request(f"Unknown fault {kind!r}; use one of {', '.join(FAULT_KINDS)}.")
+        times = match.group(2)
+        return cast("FaultKind", kind), (None if times is None else int(times))
+
+    def _random_fault(self, digest: bytes, n: int) -> FaultKind | None:
+        """The fault for the n-th admission of a prompt: a pure function of (seed, prompt, n)."""
+        if self.config.error_rate <= 0:
+            return None
+        draw = hashlib.sha256(self._seed_bytes + digest + n.to_bytes(8, "big")).digest()
+        if int.from_bytes(draw[:8], "big") / 2**64 >= self.config.error_rate:
+            return None
+        point = int.from_bytes(draw[8:16], "big") / 2**64 * self._fault_total
+        for kind, weight in self._fault_weights:
+            point -= weight
+            if point < 0:
+                return kind
+        return self._fault_weights[-1][0]
+
+    async def _send_fault(
+        self, kind: FaultKind, chat: _Chat, receive: Receive, send: Send, headers: Headers
+    ) -> None:
+        if kind in ("500", "503", "529"):
+            status = int(kind)
+            extra: Headers = []
+            if kind != "500":
+                extra.append((b"x-should-retry", b"true"))
+            if self.config.fault_retry_after is not None:
+                retry_after = self.config.fault_retry_after
+                extra.append((b"retry-after", str(max(0, math.ceil(retry_after))).encode()))
+                extra.append((b"retry-after-ms", str(math.ceil(retry_after * 1000)).encode()))
+            message, type_ = {
+                "500": ("The server had an error while processing your request.", "server_error"),
+                "503": ("The engine is currently overloaded, please try again later.",
+                        "server_error"),
+                "529": ("Overloaded", "overloaded_error"),
+            }[kind]  # fmt: skip
+            self._count_status(status)
+            await _send_json(send, status, _error_body(message, type_, None),
+                             [*extra, *headers])  # fmt: skip
+        elif kind == "context_length":
+            message = (
+                f"This model's maximum context length is {chat.prompt_tokens - 1} tokens. "
+                f"However, your messages resulted in {chat.prompt_tokens} tokens. "
+                "Please reduce the length of the messages."
+            )
+            body = _error_body(message, "invalid_request_error", "context_length_exceeded",
+                               "messages")  # fmt: skip
+            self._count_status(400)
+            await _send_json(send, 400, body, headers)
+        elif kind == "vllm_error":
+            body = {"object": "error", "message": "Internal server error (mock vLLM).",
+                    "type": "InternalServerError", "param": None, "code": 500}  # fmt: skip
+            self._count_status(500)
+            await _send_json(send, 500, body, headers)
+        elif kind == "html_502":
+            self._count_status(502)
+            await _send_bytes(send, 502, _HTML_502, [(b"content-type", b"text/html"), *headers])
+        elif kind == "malformed":
+            self._count_status(200)
+            if chat.stream:
+                events = (
+                    f"data: {json.dumps(self._chunk(chat, {'role': 'assistant'}))[:40]}\n\n"
+                    "data: [DONE]\n\n"
+                ).encode()
+                await _send_bytes(send, 200, events, [_SSE, *headers])
+            else:
+                full = json.dumps(self._completion(chat)).encode()
+                await _send_bytes(send, 200, full[: len(full) // 2], [_JSON, *headers])
+        elif kind == "drop":
+            self._count_status(200)
+            await self._drop(chat, send, headers)
+        else:  # hang
+            await _wait_for_disconnect(receive)
+
+    async def _drop(self, chat: _Chat, send: Send, headers: Headers) -> None:
+        # Promise the whole body, send half, and return: hypercorn and uvicorn both close the
+        # connection when the app returns mid-body, so the client sees a truncated response
+        # (httpx.RemoteProtocolError), as when a proxy or the server dies mid-response.
+        if chat.stream:
+            start_headers = [_SSE, *headers]
+            body = f"data: {json.dumps(self._chunk(chat, {'role': 'assistant'}))}\n\n".encode()
+        else:
+            full = json.dumps(self._completion(chat)).encode()
+            start_headers = [_JSON, (b"content-length", str(len(full)).encode()), *headers]
+            body = full[: len(full) // 2]
+        await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    def _count_status(self, status: int) -> None:
+        self._stats.by_status[status] = self._stats.by_status.get(status, 0) + 1
+
+    # -- success ---------------------------------------------------------------------------
+
+    def _draw_latency(self) -> float:
+        mean = self.config.latency
+        sigma = self.config.latency_sigma
+        if mean <= 0 or sigma <= 0:
+            return mean
+        # A lognormal with this mu has mean `mean`: E[X] = exp(mu + sigma**2 / 2).
+        return self._rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
+
+    def _completion(self, chat: _Chat) -> dict[str, Any]:
+        return {
+            "id": chat.completion_id,
+            "object": "chat.completion",
+            "created": chat.created,
+            "model": chat.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": chat.content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": chat.finish_reason,
+                }
+            ],
+            "usage": chat.usage(),
+            "system_fingerprint": "fp_trio_llm_mock",
+        }
+
+    def _chunk(
+        self,
+        chat: _Chat,
+        delta: dict[str, Any] | None,
+        finish_reason: str | None = None,
+        usage: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": chat.completion_id,
+            "object": "chat.completion.chunk",
+            "created": chat.created,
+            "model": chat.model,
+            "system_fingerprint": "fp_trio_llm_mock",
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if chat.include_usage:
+            # OpenAI sends "usage": null on every chunk but the last when usage is requested.
+            chunk["usage"] = usage
+        return chunk
+
+    async def _stream(
+        self,
+        chat: _Chat,
+        send: Send,
+        headers: Headers,
+        latency: float,
+        succeeded: Callable[[], None],
+    ) -> None:
+        if latency > 0:
+            await anyio.sleep(latency)  # time to first token
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [_SSE, (b"cache-control", b"no-cache"), *headers]})  # fmt: skip
+        # One chunk per mock token (4 characters), like a real stream's one-token deltas.
+        pieces = [chat.content[i : i + 4] for i in range(0, len(chat.content), 4)]
+        events = [self._chunk(chat, {"role": "assistant", "content": ""})]
+        events += [self._chunk(chat, {"content": piece}) for piece in pieces]
+        events.append(self._chunk(chat, {}, chat.finish_reason))
+        if chat.include_usage:
+            events.append(self._chunk(chat, None, usage=chat.usage()))
+        encoded = [f"data: {json.dumps(e)}\n\n".encode() for e in events]
+        encoded.append(b"data: [DONE]\n\n")
+        per_token = self.config.latency_per_token
+        if per_token <= 0:
+            # No pacing to do: one write is much cheaper for the server than forty.
+            succeeded()
+            await send({"type": "http.response.body", "body": b"".join(encoded)})
+            return
+        for i, event in enumerate(encoded):
+            # Events 1..len(pieces) carry one token each; pace those.
+            if 1 <= i <= len(pieces):
+                await anyio.sleep(per_token)
+            if i == len(encoded) - 1:
+                succeeded()
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+_SSE: Final = (b"content-type", b"text/event-stream; charset=utf-8")
+
+
+def _api_key(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            key = key.strip()
+            return key if scheme.lower() == "bearer" and key else None
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            text = f"The request body is larger than {_MAX_BODY_BYTES} bytes."
+            raise _HTTPError(413, _error_body(text, "invalid_request_error", None))
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _send_bytes(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, status: int, body: Any, headers: Headers | None = None) -> None:
+    await _send_bytes(send, status, json.dumps(body).encode(), [_JSON, *(headers or [])])

@@ -1,0 +1,99 @@
+"""``MockStats``: what the mock server counted, as a frozen snapshot (and ``GET /stats``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+
+import attrs
+
+from .._secrets import fingerprint
+
+__all__ = ["MockStats", "StatsCounter", "key_fingerprint"]
+
+
+def key_fingerprint(key: str | None) -> str:
+    """Return a key's fingerprint for stats and logs, never the key.
+
+    A key of 12 characters or more shows its last 4 (``sk-…a1b2``); the tail of a shorter key
+    would be most of it, so it shows a hash instead (``key#3f2a9c``).
+    """
+    return "(none)" if not key else fingerprint(key)
+
+
+@attrs.frozen(kw_only=True)
+class MockStats:
+    """A snapshot of the mock server's counters since start or the last reset.
+
+    Attributes:
+        total_requests: chat completion requests received (any outcome).
+        by_status: responses by HTTP status; a ``hang`` fault sends no status and isn't counted
+            here, a ``drop`` counts as the 200 it started.
+        by_key: requests by key fingerprint (``sk-…a1b2``), never by key.
+        faults: injected faults by kind.
+        successes: complete, well-formed 200 responses.
+        duplicate_successes: successes for a prompt that already had one: with distinct prompts,
+            0 proves nothing was paid for twice.
+        tokens_charged: tokens charged to the keys' budgets, net of refunds.
+        in_flight: chat completion requests being handled now.
+        max_in_flight: the most handled at once.
+    """
+
+    total_requests: int = 0
+    by_status: Mapping[int, int] = attrs.field(factory=dict)
+    by_key: Mapping[str, int] = attrs.field(factory=dict)
+    faults: Mapping[str, int] = attrs.field(factory=dict)
+    successes: int = 0
+    duplicate_successes: int = 0
+    tokens_charged: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def to_json(self) -> str:
+        """Return the JSON served by ``GET /stats`` (status codes become string keys)."""
+        data = attrs.asdict(self)
+        data["by_status"] = {str(k): n for k, n in sorted(self.by_status.items())}
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> MockStats:
+        """Parse the JSON served by ``GET /stats``."""
+        data = cast("dict[str, Any]", json.loads(text))
+        data["by_status"] = {int(k): n for k, n in data["by_status"].items()}
+        return cls(**data)
+
+
+class StatsCounter:
+    """The server's live, mutable counters (single-threaded: one event loop touches them)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero the counters; requests in flight stay counted as in flight."""
+        self.total_requests = 0
+        self.by_status: dict[int, int] = {}
+        self.by_key: dict[str, int] = {}
+        self.faults: dict[str, int] = {}
+        self.successes = 0
+        self.duplicate_successes = 0
+        self.tokens_charged = 0
+        self.max_in_flight = self.in_flight
+        # 8 bytes of each succeeded prompt's sha256: a million prompts cost ~100 MB, not ~300.
+        self.succeeded_prompts: set[int] = set()
+
+    def snapshot(self) -> MockStats:
+        """Return a frozen copy."""
+        return MockStats(
+            total_requests=self.total_requests,
+            by_status=dict(self.by_status),
+            by_key=dict(self.by_key),
+            faults=dict(self.faults),
+            successes=self.successes,
+            duplicate_successes=self.duplicate_successes,
+            tokens_charged=self.tokens_charged,
+            in_flight=self.in_flight,
+            max_in_flight=self.max_in_flight,
+        )
