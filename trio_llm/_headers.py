@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -49,13 +50,18 @@ class RateLimitInfo:
 _EMPTY = RateLimitInfo()
 
 
+def _seconds(value: float) -> float | None:
+    """``value`` if it is a usable number of seconds: finite and not negative (NaN is neither)."""
+    return value if 0 <= value < math.inf else None
+
+
 def parse_duration(text: str) -> float | None:
     """Seconds in a Go-style duration (``6m0s``, ``120ms``, ``1.5s``) or a bare number."""
     text = text.strip()
     if not text:
         return None
     try:
-        return max(0.0, float(text))
+        return _seconds(float(text))
     except ValueError:
         pass
     position = 0
@@ -65,7 +71,7 @@ def parse_duration(text: str) -> float | None:
             return None
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
-    return total if position == len(text) else None
+    return _seconds(total) if position == len(text) else None
 
 
 def _parse_rfc3339_reset(text: str, now_wall: float) -> float | None:
@@ -86,7 +92,7 @@ def parse_retry_after(headers: Mapping[str, str], now_wall: float | None = None)
             value = float(millis)
         except ValueError:
             value = -1.0
-        if value >= 0 and value == value:  # not NaN
+        if _seconds(value) is not None:
             return value / 1000.0
     text = headers.get("retry-after")
     if text is None:
@@ -96,13 +102,13 @@ def parse_retry_after(headers: Mapping[str, str], now_wall: float | None = None)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         now = time.time() if now_wall is None else now_wall
         return max(0.0, when.timestamp() - now)
-    return value if value >= 0 and value == value else None
+    return _seconds(value)
 
 
 def _number(headers: Mapping[str, str], name: str) -> float | None:

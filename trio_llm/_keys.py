@@ -242,7 +242,11 @@ class KeyPool:
                 continue
             var, _, value = stripped.partition("=")
             if var.strip() == name:
-                value = value.strip().strip("'\"")
+                value = value.strip()
+                if value[:1] in ("'", '"') and value[0] in value[1:]:
+                    value = value[1 : value.index(value[0], 1)]  # quoted: up to the close
+                else:
+                    value = value.split(" #", 1)[0]  # unquoted: " # ..." is a comment
                 keys = [part.strip() for part in value.split(",") if part.strip()]
                 if keys:
                     return cls(keys, limits=limits)
@@ -355,6 +359,7 @@ class KeyPool:
         Raises:
             NoKeysLeftError: every key has been dropped.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._ensure_run()
         while True:
             state = self._pick(tokens)
@@ -386,6 +391,8 @@ class KeyPool:
                 if state.dropped is not None or state.cooling_until > trio.current_time():
                     self._give_back(state, 1, tokens)
                     continue
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             state.in_flight += 1
             return Lease(
                 key=state.key,
@@ -469,6 +476,7 @@ class KeyPool:
                 if previous is None or capacity < previous * _CAPACITY_CHANGE:
                     setattr(state, attr, capacity)
                     learned = True
+        changed = learned
         if learned:
             state.apply_rates()
             rpm, tpm = state.ceiling()
@@ -490,6 +498,7 @@ class KeyPool:
             shortfall = lease.expected_requests_left - info.requests_remaining
             if shortfall > 1.0:
                 state.requests.lower_to(state.requests.level - shortfall)
+                changed = True
         if (
             info.tokens_remaining is not None
             and state.tokens.rate is not None
@@ -498,6 +507,10 @@ class KeyPool:
             shortfall = lease.expected_tokens_left - info.tokens_remaining
             if shortfall > max(lease.tokens, 0.02 * state.tokens.capacity):
                 state.tokens.lower_to(state.tokens.level - shortfall)
+                changed = True
+        if changed:
+            # Sleepers on this key reserved under the old state: they choose again.
+            state.wake()
 
     def rate_limited(self, lease: Lease, retry_after: float | None) -> None:
         """The server refused ``lease``'s request with a 429: cool its key, slow it a little."""

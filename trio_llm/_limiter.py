@@ -56,7 +56,7 @@ class TokenBucket:
     ``trio.testing.MockClock``.
     """
 
-    __slots__ = ("_capacity", "_changed", "_level", "_rate", "_reserved", "_stamp", "_waiting")
+    __slots__ = ("_capacity", "_level", "_rate", "_sleepers", "_stamp")
 
     def __init__(self, rate: float | None, capacity: float | None = None) -> None:
         self._rate = rate
@@ -64,16 +64,19 @@ class TokenBucket:
         self._level = self._capacity
         # Read the clock lazily: a bucket may be built before trio.run starts.
         self._stamp: float | None = None
-        self._waiting = 0
-        self._reserved = 0.0
-        self._changed = trio.Event()
+        # Tasks asleep in acquire, in arrival order: (units, the cancel scope they sleep in).
+        self._sleepers: list[tuple[float, trio.CancelScope]] = []
 
     @staticmethod
     def _default_capacity(rate: float | None) -> float:
         return math.inf if rate is None else max(rate, 1.0)
 
     def __repr__(self) -> str:
-        return f"<TokenBucket rate={self._rate} capacity={self._capacity} level={self.level:.2f}>"
+        try:
+            level = self.level
+        except RuntimeError:  # outside trio.run: no clock to refill by
+            level = self._level
+        return f"<TokenBucket rate={self._rate} capacity={self._capacity} level={level:.2f}>"
 
     # --- reading -------------------------------------------------------------------------
     @property
@@ -112,8 +115,8 @@ class TokenBucket:
             rate=self._rate,
             capacity=self._capacity,
             level=self.level,
-            waiting=self._waiting,
-            reserved=self._reserved,
+            waiting=len(self._sleepers),
+            reserved=sum(amount for amount, _ in self._sleepers),
         )
 
     # --- taking and giving back ----------------------------------------------------------
@@ -140,28 +143,22 @@ class TokenBucket:
         If the bucket's rate or level is changed while sleeping, the reservation is made anew
         under the new state. Cancelled sleepers give their units back.
         """
-        while True:
-            wait = self.reserve(amount)
-            if wait <= 0:
-                await trio.lowlevel.checkpoint()
-                return
-            changed = self._changed
-            self._waiting += 1
-            self._reserved += amount
-            try:
-                with trio.move_on_after(wait):
-                    await changed.wait()
-                    # The state changed under us: give the units back and queue again.
-                    self.refund(amount)
-                    continue
-                return
-            except BaseException:
-                # Cancelled (or anything else): the units were never used.
-                self.refund(amount)
-                raise
-            finally:
-                self._waiting -= 1
-                self._reserved -= amount
+        wait = self.reserve(amount)
+        if wait <= 0:
+            await trio.lowlevel.checkpoint()
+            return
+        # A state change moves the deadline (see _wake_sleepers) instead of waking us.
+        sleeper = (amount, trio.CancelScope(deadline=trio.current_time() + wait))
+        self._sleepers.append(sleeper)
+        try:
+            with sleeper[1]:
+                await trio.sleep_forever()
+        except BaseException:
+            # Cancelled (or anything else): the units were never used.
+            self.refund(amount)
+            raise
+        finally:
+            self._sleepers.remove(sleeper)
 
     def refund(self, amount: float) -> None:
         """Give back ``amount`` unused units; the level never exceeds the capacity."""
@@ -200,9 +197,19 @@ class TokenBucket:
             self._wake_sleepers()
 
     def _wake_sleepers(self) -> None:
-        if self._waiting:
-            self._changed.set()
-            self._changed = trio.Event()
+        """Re-reserve every sleeper under the new state, in arrival order, moving deadlines.
+
+        (Waking them to re-reserve themselves let each one count the others' units and let
+        trio's wake order decide who goes first.)
+        """
+        if not self._sleepers:
+            return
+        if self._rate is not None:
+            pending = sum(amount for amount, _ in self._sleepers)
+            self._level = min(self._capacity, self._level + pending)
+        now = trio.current_time()
+        for amount, scope in self._sleepers:
+            scope.deadline = now + self.reserve(amount)
 
     def _refill(self) -> None:
         now = trio.current_time()
