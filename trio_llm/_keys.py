@@ -50,6 +50,8 @@ _DEFAULT_COOLDOWN_S = 1.0
 # nothing (the reservations behind are not shifted by it).
 SEND_MARGIN_S = 0.002
 _START_LEVEL = 0.5
+# A token refund larger than this share of the bucket re-times the key's sleepers.
+_RESCHEDULE_REFUND = 0.01
 # A capacity learned from headers must drop this much before it replaces the last one (the
 # estimate jitters with the time a response spends in flight).
 _CAPACITY_CHANGE = 0.9
@@ -98,9 +100,10 @@ class _KeyState:
         self.dropped: str | None = None
         self.in_flight = 0
         self.has_rate_headers = False  # did the server ever send rate-limit headers?
-        self.pending_requests = 0.0  # units reserved by sleepers, not yet sent
+        # Tasks in ``acquire`` waiting for their reserved moment on this key, in arrival order.
+        self.sleepers: list[_Sleeper] = []
+        self.pending_requests = 0.0  # units reserved by those sleepers, not yet sent
         self.pending_tokens = 0.0
-        self.changed = trio.Event()
 
     def ceiling(self) -> tuple[float | None, float | None]:
         """(rpm, tpm) before the 429 back-off factor: the stricter of configured and learned."""
@@ -138,9 +141,14 @@ class _KeyState:
                 # it leaves room for it. The floor N / (keys x rate) is not affected.
                 bucket.lower_to(capacity * _START_LEVEL)
 
-    def wake(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
+
+@attrs.define(eq=False)
+class _Sleeper:
+    """One ``acquire`` waiting on a key for the moment its reservation is due."""
+
+    tokens: float
+    scope: trio.CancelScope
+    given_back: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -364,32 +372,25 @@ class KeyPool:
         while True:
             state = self._pick(tokens)
             now = trio.current_time()
-            wait = max(
-                state.requests.reserve(1, SEND_MARGIN_S),
-                state.tokens.reserve(tokens, SEND_MARGIN_S),
-                self._provider_requests.reserve(1, SEND_MARGIN_S),
-                self._provider_tokens.reserve(tokens, SEND_MARGIN_S),
-                state.cooling_until - now,
-            )
+            wait = self._reserve(state, tokens, now)
             if wait > 0:
-                changed = state.changed
+                sleeper = _Sleeper(tokens, trio.CancelScope(deadline=now + wait))
+                state.sleepers.append(sleeper)
                 state.pending_requests += 1
                 state.pending_tokens += tokens
                 try:
-                    with trio.move_on_after(wait) as scope:
-                        await changed.wait()
+                    with sleeper.scope:
+                        await trio.sleep_forever()
                 except BaseException:
-                    self._give_back(state, 1, tokens)
+                    if not sleeper.given_back:
+                        self._give_back(state, 1, tokens)
                     raise
                 finally:
+                    state.sleepers.remove(sleeper)
                     state.pending_requests -= 1
                     state.pending_tokens -= tokens
-                if not scope.cancelled_caught:
+                if sleeper.given_back:
                     # The key cooled, was dropped or was re-rated: choose again.
-                    self._give_back(state, 1, tokens)
-                    continue
-                if state.dropped is not None or state.cooling_until > trio.current_time():
-                    self._give_back(state, 1, tokens)
                     continue
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
@@ -401,6 +402,41 @@ class KeyPool:
                 expected_tokens_left=state.tokens.level + state.pending_tokens,
                 state=state,
             )
+
+    def _reschedule(self, state: _KeyState, *, repick: bool = False) -> None:
+        """The key's state changed: re-time every sleeper on it.
+
+        All of their units are given back *before* any is reserved again, so that none counts
+        the others' old reservations (which would push them all to the end of the queue and
+        then release them together, as a burst). Then either each is reserved again in arrival
+        order and its deadline moved (FIFO kept, no task woken), or — ``repick``, for a key
+        that cooled or was dropped — all are woken to choose a key again.
+        """
+        sleepers = state.sleepers
+        if not sleepers:
+            return
+        for sleeper in sleepers:
+            if not sleeper.given_back:
+                self._give_back(state, 1, sleeper.tokens)
+        if repick or state.dropped is not None:
+            for sleeper in sleepers:
+                sleeper.given_back = True
+                sleeper.scope.cancel()
+            return
+        now = trio.current_time()
+        for sleeper in sleepers:
+            if not sleeper.given_back:
+                sleeper.scope.deadline = now + self._reserve(state, sleeper.tokens, now)
+
+    def _reserve(self, state: _KeyState, tokens: float, now: float) -> float:
+        """Reserve one request of ``tokens`` on ``state``'s key; return the wait."""
+        return max(
+            state.requests.reserve(1, SEND_MARGIN_S),
+            state.tokens.reserve(tokens, SEND_MARGIN_S),
+            self._provider_requests.reserve(1, SEND_MARGIN_S),
+            self._provider_tokens.reserve(tokens, SEND_MARGIN_S),
+            state.cooling_until - now,
+        )
 
     def _give_back(self, state: _KeyState, requests: float, tokens: float) -> None:
         state.requests.refund(requests)
@@ -437,6 +473,9 @@ class KeyPool:
             if difference > 0:
                 state.tokens.refund(difference)
                 self._provider_tokens.refund(difference)
+                if difference > _RESCHEDULE_REFUND * state.tokens.capacity:
+                    # Sleepers were timed before this refund: let them use it.
+                    self._reschedule(state)
             elif difference < 0:
                 state.tokens.charge(-difference)
                 self._provider_tokens.charge(-difference)
@@ -510,7 +549,7 @@ class KeyPool:
                 changed = True
         if changed:
             # Sleepers on this key reserved under the old state: they choose again.
-            state.wake()
+            self._reschedule(state)
 
     def rate_limited(self, lease: Lease, retry_after: float | None) -> None:
         """The server refused ``lease``'s request with a 429: cool its key, slow it a little."""
@@ -540,7 +579,7 @@ class KeyPool:
                 tpm=None if tpm is None else tpm * state.factor,
                 reason="rate_limited",
             )
-        state.wake()
+        self._reschedule(state, repick=True)
 
     def _recover(self, state: _KeyState, now: float) -> None:
         if state.factor < 1.0 and now > state.factor_stamp:
@@ -556,4 +595,4 @@ class KeyPool:
         if state.dropped is None:
             state.dropped = reason
             self._events.emit(ev.KEY_DROPPED, key_id=state.key.fingerprint, reason=reason)
-            state.wake()
+            self._reschedule(state)

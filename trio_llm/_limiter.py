@@ -99,15 +99,17 @@ class TokenBucket:
         """Seconds until ``amount`` units could be taken, if nobody else takes any first.
 
         ``margin_s`` asks for that many seconds of refill on top, so that a server counting
-        the same bucket with its own clock and rounding is never a hair short.
+        the same bucket with its own clock and rounding is never a hair short. A request at
+        least as large as the capacity waits for a full bucket and then the margin too.
         """
         if self._rate is None:
             return 0.0
         self._refill()
-        need = min(amount + self._rate * margin_s, self._capacity)
-        if self._level >= need:
-            return 0.0
-        return (need - self._level) / self._rate
+        need = min(amount, self._capacity)
+        if need + self._rate * margin_s <= self._capacity:
+            return max(0.0, (need + self._rate * margin_s - self._level) / self._rate)
+        # The margin cannot be had as units (the bucket would overflow): wait it as time.
+        return max(0.0, (need - self._level) / self._rate) + margin_s
 
     def statistics(self) -> BucketStatistics:
         """A frozen snapshot of the bucket's state."""

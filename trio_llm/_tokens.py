@@ -8,6 +8,7 @@ with tiktoken, where its encoding is available offline.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import final
 
@@ -27,16 +28,19 @@ class CharEstimator:
     """About four characters per token for the prompt, plus the completion.
 
     The completion counts as ``max_tokens`` when the request sets it (that is what providers
-    reserve). Otherwise it is the mean completion length seen so far in this run (fed by
-    ``observe``), starting at ``default_completion``.
+    reserve). Otherwise it is a high guess from the completions seen so far in this run (fed by
+    ``observe``): their mean plus twice their mean deviation, starting at
+    ``default_completion``. Guessing high costs little (the difference comes back when the
+    response arrives); guessing low sends requests the server then refuses with a 429.
     """
 
-    __slots__ = ("_completion_total", "_completions", "default_completion")
+    __slots__ = ("_completions", "_deviation", "_mean", "default_completion")
 
     def __init__(self, default_completion: int = 256) -> None:
         self.default_completion = default_completion
-        self._completion_total = 0
         self._completions = 0
+        self._mean = 0.0
+        self._deviation = 0.0
 
     def prompt_tokens(self, request: Request) -> int:
         """The prompt's tokens: characters / 4, plus a few per message."""
@@ -49,7 +53,7 @@ class CharEstimator:
         if cap is not None:
             return cap
         if self._completions:
-            return -(-self._completion_total // self._completions)
+            return math.ceil(self._mean + 2 * self._deviation)
         return self.default_completion
 
     def __call__(self, request: Request) -> int:
@@ -57,5 +61,10 @@ class CharEstimator:
 
     def observe(self, completion_tokens: int) -> None:
         """Learn from a real completion length (used when requests set no ``max_tokens``)."""
-        self._completion_total += completion_tokens
+        # Running mean and mean absolute deviation; after the first few, an exponential average
+        # so that a change in the answers' length is followed.
         self._completions += 1
+        weight = max(1 / self._completions, 0.02)
+        error = completion_tokens - self._mean
+        self._mean += weight * error
+        self._deviation += weight * (abs(error) - self._deviation)
