@@ -402,9 +402,10 @@ async def test_headers_lower_an_over_estimated_bucket(
     pool, _ = make_pool(A, limits=Limits(rpm=600, tpm=60_000))
     with trio.fail_after(10):
         lease = await pool.acquire(100)
-    requests_left = lease.expected_requests_left
-    tokens_left = lease.expected_tokens_left
-    assert left(pool, FP_A) == pytest.approx(requests_left)
+    # Nothing else was sent and no time passed: the server should report what we hold.
+    requests_left = left(pool, FP_A)
+    tokens_left = stats_of(pool, FP_A).tokens_left
+    assert tokens_left is not None
     pool.release(
         lease,
         info=RateLimitInfo(
@@ -422,18 +423,22 @@ async def test_headers_never_raise_our_level_and_small_gaps_are_ignored(
     pool, _ = make_pool(A, limits=Limits(rpm=600, tpm=60_000))
     with trio.fail_after(10):
         lease = await pool.acquire(100)
+        requests_left = left(pool, FP_A)
         pool.release(lease, info=RateLimitInfo(requests_remaining=1000, tokens_remaining=1e6))
-        assert left(pool, FP_A) == pytest.approx(lease.expected_requests_left)
+        assert left(pool, FP_A) == pytest.approx(requests_left)
         lease = await pool.acquire(100)
+    requests_left = left(pool, FP_A)
+    tokens_left = stats_of(pool, FP_A).tokens_left
+    assert tokens_left is not None
     pool.release(
         lease,
         info=RateLimitInfo(
-            requests_remaining=lease.expected_requests_left - 0.5,
-            tokens_remaining=lease.expected_tokens_left - 50,  # under the 100 estimated
+            requests_remaining=requests_left - 0.5,
+            tokens_remaining=tokens_left - 50,  # under the 100 estimated
         ),
     )
-    assert left(pool, FP_A) == pytest.approx(lease.expected_requests_left)
-    assert stats_of(pool, FP_A).tokens_left == pytest.approx(lease.expected_tokens_left)
+    assert left(pool, FP_A) == pytest.approx(requests_left)
+    assert stats_of(pool, FP_A).tokens_left == pytest.approx(tokens_left)
 
 
 async def test_headers_teach_unknown_limits(autojump_clock: trio.testing.MockClock) -> None:
@@ -508,7 +513,7 @@ async def test_sleepers_re_reserve_when_headers_lower_the_bucket(
             leases.append(await pool.acquire(1))
     assert trio.current_time() == 0.0
     first = leases[0]
-    assert first.expected_requests_left >= 4
+    assert len(leases) >= 4
     admitted: list[float] = []
 
     async def waiter() -> None:
@@ -520,10 +525,11 @@ async def test_sleepers_re_reserve_when_headers_lower_the_bucket(
             nursery.start_soon(waiter)
             await trio.testing.wait_all_tasks_blocked()
             level = left(pool, FP_A)  # includes the waiter's reservation
-            # The server has 4 requests fewer than we thought.
-            pool.release(
-                first, info=RateLimitInfo(requests_remaining=first.expected_requests_left - 4)
-            )
+            # The server has 4 requests fewer than we thought: it reports, as left after the
+            # first request, what we hold (level, plus the waiter's unit not yet sent, plus
+            # the leases granted after the first) minus 4.
+            reported = level + 1 + (len(leases) - 1) - 4
+            pool.release(first, info=RateLimitInfo(requests_remaining=reported))
     # The waiter gives its unit back (level - 4 + 1) and waits until 1 + margin is there.
     assert admitted == [pytest.approx(1 + M - (level - 4 + 1))]
 
@@ -727,3 +733,56 @@ def test_good_settings_are_accepted() -> None:
     assert Limits(rpm=None, tpm=None).rpm is None
     assert Limits(rpm=0.5, tpm=1, burst_s=0.1).burst_s == 0.1
     assert RetryPolicy(wait_initial=0, wait_max=0, wait_jitter=0, deadline=None).attempts == 8
+
+
+# --- aligning with the server ---------------------------------------------------------------
+
+
+async def test_a_shortfall_reported_by_several_responses_is_corrected_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Responses that all show the same gap lower the bucket once, not once each."""
+    pool, _ = make_pool(A, limits=Limits(rpm=600, burst_s=2))  # 10/s, 20 per burst
+    with trio.fail_after(10):
+        leases = [await pool.acquire(1) for _ in range(4)]
+    held = left(pool, FP_A)
+    # The server is 3 requests short of what we think. Each response reports what was left
+    # right after its own request: 3 fewer than we expected at that point.
+    for position, lease in enumerate(leases):
+        sent_after = len(leases) - 1 - position
+        pool.release(lease, info=RateLimitInfo(requests_remaining=held + sent_after - 3))
+    assert left(pool, FP_A) == pytest.approx(held - 3)
+
+
+async def test_a_lower_limit_learned_from_headers_also_lowers_the_level(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """When headers show a lower limit, what we credited at the old rate is taken back."""
+    pool, _ = make_pool(A, limits=Limits(rpm=1200))  # we think 20/s; the server does 10/s
+    with trio.fail_after(10):
+        lease = await pool.acquire(1)
+    reported_after = left(pool, FP_A)  # the server agreed at the time of sending
+    await trio.sleep(1.0)  # we refill 20, the server only 10
+    pool.release(lease, info=RateLimitInfo(requests_limit=600, requests_remaining=reported_after))
+    assert stats_of(pool, FP_A).rpm == 600
+    # The server's bucket: what it reported, plus 1 s at 10/s, capped at its 10 capacity.
+    assert left(pool, FP_A) == pytest.approx(min(10, reported_after + 10))
+
+
+async def test_a_429_retry_after_aligns_the_schedule_exactly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A 429 whose Retry-After shows we were 0.02 s early moves the next send 0.02 s later."""
+    pool, _ = make_pool(A, limits=Limits(rpm=600, burst_s=1))  # 10/s, capacity 10
+    with trio.fail_after(10):
+        pool.release(await pool.acquire(1))
+        while left(pool, FP_A) >= 1 + M:
+            pool.release(await pool.acquire(1))  # spend the burst (sent, admitted)
+        lease = await pool.acquire(1)
+        sent_at = trio.current_time()
+        refused = RateLimitInfo(requests_limit=600, requests_remaining=0, retry_after_s=0.02)
+        pool.rate_limited(lease, 0.02, refused)
+        pool.release(lease, info=refused, sent=False)
+        await pool.acquire(1)
+    # The server needed 0.02 s more for this request: it is admitted then (plus our margin).
+    assert trio.current_time() == pytest.approx(sent_at + 0.02 + M)

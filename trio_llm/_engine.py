@@ -613,17 +613,20 @@ class Engine:
         self, http: HttpPool, index: int, request: Request, estimate: int, attempts: _Attempts
     ) -> Completion:
         pool = self.pool
-        lease = await pool.acquire(estimate)
-        admitted = False
-        info = None
-        used: float | None = None
-        try:
-            async with self._limiter:
+        # The concurrency slot comes first and the key's reservation second, so a request
+        # leaves the moment its reservation is due. The other way round, requests reserved
+        # while every slot is busy would leave late and all together: a burst the server's
+        # bucket did not refill for.
+        async with self._limiter:
+            lease = await pool.acquire(estimate)
+            admitted = False
+            info = None
+            used: float | None = None
+            try:
                 attempts.count += 1
                 attempts.key_id = lease.key.fingerprint
-                now = trio.current_time()
                 if attempts.first_sent is None:
-                    attempts.first_sent = now
+                    attempts.first_sent = trio.current_time()
                 self.events.emit(
                     ev.REQUEST_SENT,
                     index=index,
@@ -648,25 +651,25 @@ class Engine:
                     raise ProviderError(
                         ErrorKind.TIMEOUT, f"no response within the timeout of {self.timeout}s"
                     )
-            info = self.provider.rate_limits(response.headers)
-            completion = self.provider.parse_response(
-                response.status, response.headers, response.body
-            )
-            if completion.usage is not None:
-                used = completion.usage.total_tokens
-                if isinstance(self._estimator, CharEstimator) and request.max_tokens is None:
-                    self._estimator.observe(completion.usage.completion_tokens)
-            return completion
-        except ProviderError as exc:
-            if exc.kind is ErrorKind.RATE_LIMITED:
-                admitted = False
-                pool.rate_limited(lease, exc.retry_after)
-            elif exc.kind in KEY_PROBLEMS:
-                admitted = False
-                pool.drop(lease, f"{exc.kind.value} (HTTP {exc.status})")
-            raise
-        finally:
-            pool.release(lease, info=info, used_tokens=used, sent=admitted)
+                info = self.provider.rate_limits(response.headers)
+                completion = self.provider.parse_response(
+                    response.status, response.headers, response.body
+                )
+                if completion.usage is not None:
+                    used = completion.usage.total_tokens
+                    if isinstance(self._estimator, CharEstimator) and request.max_tokens is None:
+                        self._estimator.observe(completion.usage.completion_tokens)
+                return completion
+            except ProviderError as exc:
+                if exc.kind is ErrorKind.RATE_LIMITED:
+                    admitted = False
+                    pool.rate_limited(lease, exc.retry_after, info)
+                elif exc.kind in KEY_PROBLEMS:
+                    admitted = False
+                    pool.drop(lease, f"{exc.kind.value} (HTTP {exc.status})")
+                raise
+            finally:
+                pool.release(lease, info=info, used_tokens=used, sent=admitted)
 
 
 @final

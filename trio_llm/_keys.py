@@ -50,6 +50,9 @@ _DEFAULT_COOLDOWN_S = 1.0
 # nothing (the reservations behind are not shifted by it).
 SEND_MARGIN_S = 0.002
 _START_LEVEL = 0.5
+# Token counts from headers may trail ours by this share of the bucket before we correct
+# (estimates and the server's own counting differ a little).
+_TOKEN_SLACK = 0.02
 # A token refund larger than this share of the bucket re-times the key's sleepers.
 _RESCHEDULE_REFUND = 0.01
 # A capacity learned from headers must drop this much before it replaces the last one (the
@@ -102,6 +105,11 @@ class _KeyState:
         self.has_rate_headers = False  # did the server ever send rate-limit headers?
         # Tasks in ``acquire`` waiting for their reserved moment on this key, in arrival order.
         self.sleepers: list[_Sleeper] = []
+        # Everything we have charged on this key (granted, minus given back, plus or minus
+        # reconciliations): what a response's remaining count says, minus what went out after
+        # it, is where the server's bucket stands now.
+        self.requests_ledger = 0.0
+        self.tokens_ledger = 0.0
         self.pending_requests = 0.0  # units reserved by those sleepers, not yet sent
         self.pending_tokens = 0.0
 
@@ -158,14 +166,15 @@ class Lease:
     Attributes:
         key: the key to send with.
         tokens: tokens reserved for the request (the estimate).
-        expected_requests_left / expected_tokens_left: what the server should report as
-            remaining right after admitting this request, if our buckets are right.
+        sent_at: when it was granted (the request leaves at once), on trio's clock.
+        requests_ledger / tokens_ledger: the key's ledgers just after this lease was charged.
     """
 
     key: ApiKey
     tokens: float
-    expected_requests_left: float
-    expected_tokens_left: float
+    sent_at: float
+    requests_ledger: float
+    tokens_ledger: float
     _state: _KeyState = attrs.field(alias="state", repr=False)
 
 
@@ -387,19 +396,23 @@ class KeyPool:
                     raise
                 finally:
                     state.sleepers.remove(sleeper)
-                    state.pending_requests -= 1
-                    state.pending_tokens -= tokens
+                    if not sleeper.given_back:
+                        state.pending_requests -= 1
+                        state.pending_tokens -= tokens
                 if sleeper.given_back:
                     # The key cooled, was dropped or was re-rated: choose again.
                     continue
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             state.in_flight += 1
+            state.requests_ledger += 1
+            state.tokens_ledger += tokens
             return Lease(
                 key=state.key,
                 tokens=tokens,
-                expected_requests_left=state.requests.level + state.pending_requests,
-                expected_tokens_left=state.tokens.level + state.pending_tokens,
+                sent_at=trio.current_time(),
+                requests_ledger=state.requests_ledger,
+                tokens_ledger=state.tokens_ledger,
                 state=state,
             )
 
@@ -412,21 +425,22 @@ class KeyPool:
         order and its deadline moved (FIFO kept, no task woken), or — ``repick``, for a key
         that cooled or was dropped — all are woken to choose a key again.
         """
-        sleepers = state.sleepers
-        if not sleepers:
+        if not state.sleepers:
             return
+        now = trio.current_time()
+        # A sleeper whose moment has come is already on its way out: leave it be.
+        sleepers = [s for s in state.sleepers if not s.given_back and s.scope.deadline > now]
         for sleeper in sleepers:
-            if not sleeper.given_back:
-                self._give_back(state, 1, sleeper.tokens)
+            self._give_back(state, 1, sleeper.tokens)
         if repick or state.dropped is not None:
             for sleeper in sleepers:
                 sleeper.given_back = True
+                state.pending_requests -= 1
+                state.pending_tokens -= sleeper.tokens
                 sleeper.scope.cancel()
             return
-        now = trio.current_time()
         for sleeper in sleepers:
-            if not sleeper.given_back:
-                sleeper.scope.deadline = now + self._reserve(state, sleeper.tokens, now)
+            sleeper.scope.deadline = now + self._reserve(state, sleeper.tokens, now)
 
     def _reserve(self, state: _KeyState, tokens: float, now: float) -> float:
         """Reserve one request of ``tokens`` on ``state``'s key; return the wait."""
@@ -468,8 +482,11 @@ class KeyPool:
         state.in_flight -= 1
         if not sent:
             self._give_back(state, 1, lease.tokens)
+            state.requests_ledger -= 1
+            state.tokens_ledger -= lease.tokens
         elif used_tokens is not None:
             difference = lease.tokens - used_tokens
+            state.tokens_ledger -= difference
             if difference > 0:
                 state.tokens.refund(difference)
                 self._provider_tokens.refund(difference)
@@ -526,34 +543,36 @@ class KeyPool:
                 tpm=tpm,
                 reason="headers",
             )
-        # The server's remaining count at admission against ours at send time: lower our level
-        # by the difference when the server has less (both refill alike, so it still holds).
-        # (Only for leases taken under a known limit: an unlimited bucket expected infinity.)
-        if (
-            info.requests_remaining is not None
-            and state.requests.rate is not None
-            and math.isfinite(lease.expected_requests_left)
-        ):
-            shortfall = lease.expected_requests_left - info.requests_remaining
-            if shortfall > 1.0:
-                state.requests.lower_to(state.requests.level - shortfall)
-                changed = True
-        if (
-            info.tokens_remaining is not None
-            and state.tokens.rate is not None
-            and math.isfinite(lease.expected_tokens_left)
-        ):
-            shortfall = lease.expected_tokens_left - info.tokens_remaining
-            if shortfall > max(lease.tokens, 0.02 * state.tokens.capacity):
-                state.tokens.lower_to(state.tokens.level - shortfall)
-                changed = True
+        # Where the server's buckets stand now, from what this response said: lower ours to
+        # that when they are ahead. (Remaining counts are whole units: one unit of slack.)
+        if info.requests_remaining is not None:
+            changed |= self._align(
+                state, lease, requests_after=info.requests_remaining, tolerance=1.0
+            )
+        if info.tokens_remaining is not None:
+            changed |= self._align(
+                state,
+                lease,
+                tokens_after=info.tokens_remaining,
+                # Our token charges are estimates until each response reconciles them, and a
+                # server may charge otherwise (max_tokens up front, or the real length): allow
+                # a request's worth of disagreement.
+                tolerance=max(lease.tokens, _TOKEN_SLACK * state.tokens.capacity),
+            )
         if changed:
             # Sleepers on this key reserved under the old state: they choose again.
             self._reschedule(state)
 
-    def rate_limited(self, lease: Lease, retry_after: float | None) -> None:
-        """The server refused ``lease``'s request with a 429: cool its key, slow it a little."""
+    def rate_limited(
+        self, lease: Lease, retry_after: float | None, info: RateLimitInfo | None = None
+    ) -> None:
+        """The server refused ``lease``'s request with a 429: cool its key, slow it a little
+        (unless the 429 came with rate-limit headers: then those set the pace)."""
         state = lease._state
+        if info is not None and not info.empty:
+            state.has_rate_headers = True
+            if retry_after is not None:
+                self._correct_phase(state, lease, info, retry_after)
         now = trio.current_time()
         cooling = _DEFAULT_COOLDOWN_S if retry_after is None else retry_after
         if now + cooling > state.cooling_until:
@@ -580,6 +599,81 @@ class KeyPool:
                 reason="rate_limited",
             )
         self._reschedule(state, repick=True)
+
+    def _align(
+        self,
+        state: _KeyState,
+        lease: Lease,
+        *,
+        requests_after: float | None = None,
+        tokens_after: float | None = None,
+        tolerance: float,
+        own: float = 0.0,
+    ) -> bool:
+        """Lower one bucket of ``state`` to where the server's stands now; True if lowered.
+
+        ``*_after`` is the server's level just after it handled ``lease``'s request. Since
+        then it refilled for the time elapsed and was charged everything we sent after the
+        lease (the ledger). Our comparable level counts what sleepers have reserved but not
+        sent as still there, plus ``own`` (a refused request's units, about to be given back).
+        """
+        if requests_after is not None:
+            bucket, after = state.requests, requests_after
+            sent_since = state.requests_ledger - lease.requests_ledger
+            pending = state.pending_requests
+        elif tokens_after is not None:
+            bucket, after = state.tokens, tokens_after
+            sent_since = state.tokens_ledger - lease.tokens_ledger
+            pending = state.pending_tokens
+        else:
+            return False
+        rate = bucket.rate
+        if rate is None:
+            return False
+        elapsed = trio.current_time() - lease.sent_at
+        server_now = min(bucket.capacity, after + rate * elapsed) - sent_since
+        ours = bucket.level + pending + own
+        excess = ours - server_now
+        if excess > tolerance:
+            bucket.lower_to(bucket.level - excess)
+            return True
+        return False
+
+    def _correct_phase(
+        self, state: _KeyState, lease: Lease, info: RateLimitInfo, retry_after: float
+    ) -> None:
+        """A 429's Retry-After says exactly how far ahead of the server we were: it needs
+        ``retry_after`` more seconds of refill to admit the request, so its level was
+        ``need - retry_after * rate``. The remaining counts in headers are whole units and
+        cannot show an error smaller than one request, which would repeat on every request if
+        left alone; this can."""
+        requests_rate = state.requests.rate
+        if (
+            requests_rate is not None
+            and info.requests_remaining is not None
+            and info.requests_remaining < 1
+        ):
+            self._align(
+                state,
+                lease,
+                requests_after=1 - retry_after * requests_rate,
+                tolerance=0.0,
+                own=1.0,
+            )
+        tokens_rate = state.tokens.rate
+        if (
+            tokens_rate is not None
+            and info.tokens_remaining is not None
+            and info.tokens_remaining < lease.tokens
+        ):
+            need = min(lease.tokens, state.tokens.capacity)
+            self._align(
+                state,
+                lease,
+                tokens_after=need - retry_after * tokens_rate,
+                tolerance=0.0,
+                own=lease.tokens,
+            )
 
     def _recover(self, state: _KeyState, now: float) -> None:
         if state.factor < 1.0 and now > state.factor_stamp:
