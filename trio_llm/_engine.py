@@ -35,6 +35,7 @@ import stamina
 import trio
 
 from . import _events as ev
+from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from ._config import Limits, RetryPolicy
 from ._errors import ConfigurationError, InputError, ProviderError
 from ._events import EventConsumer, EventHub
@@ -200,6 +201,7 @@ class Engine:
         keep_raw: keep each response body on ``Result.raw``.
         consumers: structlog processors that receive every event (see ``trio_llm._events``).
         http2: negotiate HTTP/2 where the server offers it (needs ``h2``).
+        breaker: when to stop sending to a failing key or provider (``None``: never).
 
     Use ``trio.run(engine.map, prompts)`` for a batch, or keep it open with
     ``async with engine:`` in a service so that concurrent callers share one HTTP layer, one
@@ -222,6 +224,7 @@ class Engine:
         keep_raw: bool = False,
         consumers: Iterable[EventConsumer] = (),
         http2: bool = False,
+        breaker: BreakerPolicy | None = BreakerPolicy(),  # noqa: B008 - frozen value
     ) -> None:
         if not isinstance(provider, Provider):
             raise ConfigurationError(
@@ -240,7 +243,10 @@ class Engine:
         self.provider = provider
         self.events = EventHub(tuple(consumers))
         self.pool = keys if isinstance(keys, KeyPool) else KeyPool(keys)
-        self.pool.attach(self.events, limits or Limits(), provider_limits)
+        self.breaker = breaker
+        self._breaker: CircuitBreaker | None = None
+        self._breaker_run: object = None
+        self.pool.attach(self.events, limits or Limits(), provider_limits, breaker)
         self.concurrency = concurrency
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -613,63 +619,121 @@ class Engine:
         self, http: HttpPool, index: int, request: Request, estimate: int, attempts: _Attempts
     ) -> Completion:
         pool = self.pool
-        # The concurrency slot comes first and the key's reservation second, so a request
-        # leaves the moment its reservation is due. The other way round, requests reserved
-        # while every slot is busy would leave late and all together: a burst the server's
-        # bucket did not refill for.
-        async with self._limiter:
-            lease = await pool.acquire(estimate)
-            admitted = False
-            info = None
-            used: float | None = None
-            try:
-                attempts.count += 1
-                attempts.key_id = lease.key.fingerprint
-                if attempts.first_sent is None:
-                    attempts.first_sent = trio.current_time()
-                self.events.emit(
-                    ev.REQUEST_SENT,
-                    index=index,
-                    attempt=attempts.count,
-                    key_id=lease.key.fingerprint,
-                    est_tokens=estimate,
-                )
-                http_request = self.provider.build_request(request, lease.key.reveal())
-                admitted = True
-                with trio.move_on_after(self.timeout) as timeout_scope:
-                    try:
-                        response = await http.send(http_request)
-                    except BodyError as exc:
-                        raise ProviderError(
-                            ErrorKind.MALFORMED, f"the response body was cut off ({exc})"
-                        ) from None
-                    except httpx.TransportError as exc:
-                        raise ProviderError(
-                            ErrorKind.CONNECTION, f"{exc.__class__.__name__}: {exc}"
-                        ) from None
-                if timeout_scope.cancelled_caught:
-                    raise ProviderError(
-                        ErrorKind.TIMEOUT, f"no response within the timeout of {self.timeout}s"
+        breaker = self._provider_breaker()
+        if breaker is not None:
+            # An overloaded or failing provider pauses every key, not just one.
+            # Each sleep lasts until the breaker's own deadline (not a poll): when open, until
+            # it turns half-open; when its probes are all out, about one cool-off.
+            while (pause := breaker.delay()) > 0:  # noqa: ASYNC110
+                await trio.sleep(pause)
+            breaker.started()
+        succeeded = False
+        failure: ErrorKind | None = None
+        try:
+            # The concurrency slot comes first and the key's reservation second, so a request
+            # leaves the moment its reservation is due. The other way round, requests reserved
+            # while every slot is busy would leave late and all together: a burst the server's
+            # bucket did not refill for.
+            async with self._limiter:
+                lease = await pool.acquire(estimate)
+                admitted = False
+                info = None
+                used: float | None = None
+                try:
+                    attempts.count += 1
+                    attempts.key_id = lease.key.fingerprint
+                    if attempts.first_sent is None:
+                        attempts.first_sent = trio.current_time()
+                    self.events.emit(
+                        ev.REQUEST_SENT,
+                        index=index,
+                        attempt=attempts.count,
+                        key_id=lease.key.fingerprint,
+                        est_tokens=estimate,
                     )
-                info = self.provider.rate_limits(response.headers)
-                completion = self.provider.parse_response(
-                    response.status, response.headers, response.body
-                )
-                if completion.usage is not None:
-                    used = completion.usage.total_tokens
-                    if isinstance(self._estimator, CharEstimator) and request.max_tokens is None:
-                        self._estimator.observe(completion.usage.completion_tokens)
-                return completion
-            except ProviderError as exc:
-                if exc.kind is ErrorKind.RATE_LIMITED:
-                    admitted = False
-                    pool.rate_limited(lease, exc.retry_after, info)
-                elif exc.kind in KEY_PROBLEMS:
-                    admitted = False
-                    pool.drop(lease, f"{exc.kind.value} (HTTP {exc.status})")
-                raise
-            finally:
-                pool.release(lease, info=info, used_tokens=used, sent=admitted)
+                    http_request = self.provider.build_request(request, lease.key.reveal())
+                    admitted = True
+                    with trio.move_on_after(self.timeout) as timeout_scope:
+                        try:
+                            response = await http.send(http_request)
+                        except BodyError as exc:
+                            raise ProviderError(
+                                ErrorKind.MALFORMED, f"the response body was cut off ({exc})"
+                            ) from None
+                        except httpx.TransportError as exc:
+                            raise ProviderError(
+                                ErrorKind.CONNECTION, f"{exc.__class__.__name__}: {exc}"
+                            ) from None
+                    if timeout_scope.cancelled_caught:
+                        raise ProviderError(
+                            ErrorKind.TIMEOUT,
+                            f"no response within the timeout of {self.timeout}s",
+                        )
+                    info = self.provider.rate_limits(response.headers)
+                    completion = self.provider.parse_response(
+                        response.status, response.headers, response.body
+                    )
+                    if completion.usage is not None:
+                        used = completion.usage.total_tokens
+                        if (
+                            isinstance(self._estimator, CharEstimator)
+                            and request.max_tokens is None
+                        ):
+                            self._estimator.observe(completion.usage.completion_tokens)
+                    succeeded = True
+                    return completion
+                except ProviderError as exc:
+                    failure = exc.kind
+                    if exc.kind is ErrorKind.RATE_LIMITED:
+                        admitted = False
+                        pool.rate_limited(lease, exc.retry_after, info)
+                    elif exc.kind in KEY_PROBLEMS:
+                        admitted = False
+                        pool.drop(lease, f"{exc.kind.value} (HTTP {exc.status})")
+                    raise
+                finally:
+                    pool.release(
+                        lease,
+                        info=info,
+                        used_tokens=used,
+                        sent=admitted,
+                        succeeded=succeeded,
+                        failure=failure,
+                    )
+        finally:
+            if breaker is not None:
+                self._provider_outcome(breaker, succeeded, failure)
+
+    def _provider_breaker(self) -> CircuitBreaker | None:
+        """The provider's breaker, anew for each trio run (it reads trio's clock)."""
+        if self.breaker is None:
+            return None
+        run = trio.lowlevel.current_root_task()
+        if self._breaker is None or self._breaker_run is not run:
+            self._breaker = CircuitBreaker(self.breaker, self.provider.name)
+            self._breaker_run = run
+        return self._breaker
+
+    def _provider_outcome(
+        self, breaker: CircuitBreaker, succeeded: bool, failure: ErrorKind | None
+    ) -> None:
+        if succeeded:
+            changed = breaker.succeeded()
+        elif failure is not None:
+            changed = breaker.failed(failure)
+        else:
+            breaker.finished()
+            changed = None
+        if changed is BreakerState.OPEN:
+            self.events.emit(
+                ev.BREAKER_OPENED,
+                scope="provider",
+                key_id=None,
+                open_s=breaker.open_for,
+                reason=None if failure is None else failure.value,
+            )
+        elif changed is BreakerState.CLOSED:
+            self.events.emit(ev.BREAKER_CLOSED, scope="provider", key_id=None)
 
 
 @final

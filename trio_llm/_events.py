@@ -26,6 +26,9 @@ The catalogue (name: when; fields):
 ``key.dropped``        a key is out for the run; ``key_id``, ``reason``
 ``limits.updated``     a key's limits were learned or lowered; ``key_id``, ``rpm``, ``tpm``,
                        ``reason``
+``breaker.opened``     an endpoint kept failing: nothing is sent there for a while;
+                       ``scope`` (``key`` or ``provider``), ``key_id``, ``open_s``, ``reason``
+``breaker.closed``     a probe succeeded: the endpoint is used again; ``scope``, ``key_id``
 ``keys.updated``       every second of a run, and at its end: ``keys``, one dict per key
                        (``key_id``, ``in_flight``, ``rpm``, ``tpm``, ``requests_left``,
                        ``tokens_left``, ``cooling_s``, ``dropped``) and ``in_flight`` (all)
@@ -41,6 +44,8 @@ from typing import Any, Final, final
 import structlog
 
 __all__ = [
+    "BREAKER_CLOSED",
+    "BREAKER_OPENED",
     "KEYS_UPDATED",
     "KEY_COOLING",
     "KEY_DROPPED",
@@ -65,6 +70,8 @@ KEY_COOLING: Final = "key.cooling"
 KEY_DROPPED: Final = "key.dropped"
 LIMITS_UPDATED: Final = "limits.updated"
 KEYS_UPDATED: Final = "keys.updated"
+BREAKER_OPENED: Final = "breaker.opened"
+BREAKER_CLOSED: Final = "breaker.closed"
 
 #: The structlog method (level) each event is forwarded at.
 LEVELS: Final[dict[str, str]] = {
@@ -78,6 +85,8 @@ LEVELS: Final[dict[str, str]] = {
     KEY_DROPPED: "warning",
     LIMITS_UPDATED: "info",
     KEYS_UPDATED: "debug",
+    BREAKER_OPENED: "warning",
+    BREAKER_CLOSED: "info",
 }
 
 EventDict = MutableMapping[str, Any]

@@ -29,10 +29,12 @@ import attrs
 import trio
 
 from . import _events as ev
+from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from ._config import Limits
 from ._errors import ConfigurationError, NoKeysLeftError
 from ._headers import RateLimitInfo
 from ._limiter import TokenBucket
+from ._models import ErrorKind
 from ._secrets import ApiKey
 
 __all__ = ["KeyPool", "KeyStatistics", "Lease"]
@@ -87,9 +89,10 @@ class KeyStatistics:
 class _KeyState:
     """One key's mutable state inside the pool."""
 
-    def __init__(self, key: ApiKey, limits: Limits) -> None:
+    def __init__(self, key: ApiKey, limits: Limits, breaker: BreakerPolicy | None) -> None:
         self.key = key
         self.limits = limits
+        self.breaker = None if breaker is None else CircuitBreaker(breaker, key.fingerprint)
         self.learned_rpm: float | None = None
         self.learned_tpm: float | None = None
         self.learned_requests_capacity: float | None = None
@@ -102,6 +105,7 @@ class _KeyState:
         self.cooling_until = -math.inf
         self.dropped: str | None = None
         self.in_flight = 0
+        self.granted = 0  # when it was last granted (a pool-wide sequence number)
         self.has_rate_headers = False  # did the server ever send rate-limit headers?
         # Tasks in ``acquire`` waiting for their reserved moment on this key, in arrival order.
         self.sleepers: list[_Sleeper] = []
@@ -225,6 +229,8 @@ class KeyPool:
         self._provider_tokens = TokenBucket(None)
         self._run: object = None
         self._events = ev.EventHub()
+        self._breaker_policy: BreakerPolicy | None = None
+        self._granted = 0
 
     # --- construction --------------------------------------------------------------------
     @classmethod
@@ -280,9 +286,17 @@ class KeyPool:
         """The keys (each shows only its fingerprint)."""
         return self._api_keys
 
-    def attach(self, events: ev.EventHub, limits: Limits, provider_limits: Limits | None) -> None:
-        """Called by the engine: where to send events, and the limits if none were given."""
+    def attach(
+        self,
+        events: ev.EventHub,
+        limits: Limits,
+        provider_limits: Limits | None,
+        breaker: BreakerPolicy | None = None,
+    ) -> None:
+        """Called by the engine: where to send events, the limits if none were given, and the
+        circuit breaker policy for each key (``None``: no breakers)."""
         self._events = events
+        self._breaker_policy = breaker
         if self.limits is None:
             self.limits = limits
         if self.provider_limits is None:
@@ -296,7 +310,7 @@ class KeyPool:
             return
         self._run = run
         limits = self.limits or Limits()
-        self._states = [_KeyState(key, limits) for key in self._api_keys]
+        self._states = [_KeyState(key, limits, self._breaker_policy) for key in self._api_keys]
         for state in self._states:
             state.apply_rates()
         provider = self.provider_limits or Limits()
@@ -349,6 +363,7 @@ class KeyPool:
             state.requests.delay(1, SEND_MARGIN_S),
             state.tokens.delay(tokens, SEND_MARGIN_S),
             state.cooling_until - now,
+            0.0 if state.breaker is None else state.breaker.delay(),
         )
 
     def _pick(self, tokens: float) -> _KeyState:
@@ -360,10 +375,15 @@ class KeyPool:
                 continue
             self._recover(state, now)
             delay = self._delay(state, tokens, now)
+            # Ties (unlimited keys, full buckets) go to the key with the fewest requests in
+            # flight, then to the one granted least recently: an even spread.
             if (
                 best is None
                 or delay < best_delay
-                or (delay == best_delay and state.in_flight < best.in_flight)
+                or (
+                    delay == best_delay
+                    and (state.in_flight, state.granted) < (best.in_flight, best.granted)
+                )
             ):
                 best, best_delay = state, delay
         if best is None:
@@ -402,9 +422,17 @@ class KeyPool:
                 if sleeper.given_back:
                     # The key cooled, was dropped or was re-rated: choose again.
                     continue
+                if state.breaker is not None and state.breaker.delay() > 0:
+                    # Its breaker opened, or its half-open probes are all out: choose again.
+                    self._give_back(state, 1, tokens)
+                    continue
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             state.in_flight += 1
+            self._granted += 1
+            state.granted = self._granted
+            if state.breaker is not None:
+                state.breaker.started()
             state.requests_ledger += 1
             state.tokens_ledger += tokens
             return Lease(
@@ -450,6 +478,7 @@ class KeyPool:
             self._provider_requests.reserve(1, SEND_MARGIN_S),
             self._provider_tokens.reserve(tokens, SEND_MARGIN_S),
             state.cooling_until - now,
+            0.0 if state.breaker is None else state.breaker.delay(),
         )
 
     def _give_back(self, state: _KeyState, requests: float, tokens: float) -> None:
@@ -466,6 +495,8 @@ class KeyPool:
         info: RateLimitInfo | None = None,
         used_tokens: float | None = None,
         sent: bool = True,
+        succeeded: bool = False,
+        failure: ErrorKind | None = None,
     ) -> None:
         """Give a lease back after its attempt, with what the server said.
 
@@ -475,11 +506,14 @@ class KeyPool:
                 reservation is reconciled with it: the rest is refunded, an overrun charged.
             sent: False when the request was never admitted (cancelled before it left, or
                 refused with a 429): everything reserved is given back.
+            succeeded / failure: how the attempt ended, for the key's circuit breaker.
         """
         state = lease._state
         if state not in self._states:  # a lease from an earlier trio run
             return
         state.in_flight -= 1
+        if state.breaker is not None:
+            self._breaker_outcome(state, succeeded, failure)
         if not sent:
             self._give_back(state, 1, lease.tokens)
             state.requests_ledger -= 1
@@ -674,6 +708,31 @@ class KeyPool:
                 tolerance=0.0,
                 own=lease.tokens,
             )
+
+    def _breaker_outcome(
+        self, state: _KeyState, succeeded: bool, failure: ErrorKind | None
+    ) -> None:
+        breaker = state.breaker
+        assert breaker is not None
+        if succeeded:
+            changed = breaker.succeeded()
+        elif failure is not None:
+            changed = breaker.failed(failure)
+        else:
+            breaker.finished()
+            changed = None
+        if changed is BreakerState.OPEN:
+            self._events.emit(
+                ev.BREAKER_OPENED,
+                scope="key",
+                key_id=state.key.fingerprint,
+                open_s=breaker.open_for,
+                reason=None if failure is None else failure.value,
+            )
+            self._reschedule(state, repick=True)
+        elif changed is BreakerState.CLOSED:
+            self._events.emit(ev.BREAKER_CLOSED, scope="key", key_id=state.key.fingerprint)
+            self._reschedule(state)
 
     def _recover(self, state: _KeyState, now: float) -> None:
         if state.factor < 1.0 and now > state.factor_stamp:
