@@ -664,6 +664,13 @@ class Engine:
                             raise ProviderError(
                                 ErrorKind.CONNECTION, f"{exc.__class__.__name__}: {exc}"
                             ) from None
+                        except Exception as exc:
+                            # A transport that breaks in its own way (a custom one, an ASGI
+                            # app that hung up) fails this attempt, never the whole run.
+                            raise ProviderError(
+                                ErrorKind.CONNECTION,
+                                f"the HTTP layer failed: {exc.__class__.__name__}: {exc}",
+                            ) from None
                     if timeout_scope.cancelled_caught:
                         raise ProviderError(
                             ErrorKind.TIMEOUT,

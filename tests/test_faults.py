@@ -1,0 +1,159 @@
+"""Every input ends as exactly one result, whatever the server does (the mock's faults)."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+import trio
+import trio.testing
+
+import trio_llm
+from trio_llm import ErrorKind, RetryPolicy
+from trio_llm.testing import FAULT_KINDS, MockApp, MockServerConfig, mock_reply, serve_mock
+
+GOOD_KEYS = ("sk-good-key-0000000001", "sk-good-key-0000000002")
+FAST_RETRY = RetryPolicy(attempts=6, wait_initial=0.05, wait_max=0.5, wait_jitter=0.05)
+
+
+def _engine(base_url: str, keys: tuple[str, ...], **kwargs: Any) -> trio_llm.Engine:
+    return trio_llm.Engine(
+        provider=trio_llm.OpenAICompatible(base_url=base_url, model="mock-gpt"),
+        keys=list(keys),
+        **kwargs,
+    )
+
+
+async def test_mixed_faults_every_input_accounted_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """2,000 requests, 10% faults of every kind, one invalid key: one right result each."""
+    config = MockServerConfig(
+        keys=GOOD_KEYS,
+        error_rate=0.1,
+        fault_mix={kind: 1 for kind in FAULT_KINDS},
+        latency=0.2,
+        seed=7,
+    )
+    engine = _engine(
+        "http://mock.test/v1",
+        (*GOOD_KEYS, "sk-invalid-key-000003"),
+        transport=httpx.ASGITransport(app=MockApp(config)),
+        timeout=5.0,
+        concurrency=64,
+    )
+    prompts = [f"question number {i}" for i in range(2000)]
+    results = await engine.map(prompts)
+    assert len(results) == len(prompts)
+    assert [r.index for r in results] == list(range(len(prompts)))
+    ok = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    assert len(ok) + len(failed) == len(prompts)
+    # None mismatched: each answer is the mock's answer to that very prompt.
+    assert all(r.text == mock_reply(prompts[r.index]) for r in ok)
+    # Every retryable fault recovered; only the non-retryable one (a 400) failed.
+    assert {r.error.kind for r in failed if r.error} <= {ErrorKind.CONTEXT_LENGTH}
+    assert len(failed) < 0.03 * len(prompts)
+    dropped = [k for k in engine.pool.statistics() if k.dropped]
+    assert [k.key_id for k in dropped] == ["sk-…0003"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "recovers"),
+    [
+        ("500", True),
+        ("503", True),
+        ("529", True),
+        ("drop", True),
+        ("hang", True),
+        ("malformed", True),
+        ("vllm_error", True),
+        ("html_502", True),
+        ("context_length", False),
+    ],
+)
+async def test_each_fault_alone_over_real_sockets(kind: str, recovers: bool) -> None:
+    """Each fault kind, once, against the real mock server: retried and recovered, or not."""
+    with trio.fail_after(20):
+        async with serve_mock(MockServerConfig(keys=GOOD_KEYS)) as server:
+            engine = _engine(server.base_url, GOOD_KEYS, timeout=0.5, retry=FAST_RETRY)
+            prompt = f"[[fault:{kind}*1]] tell me something"
+            [result] = await engine.map([prompt])
+            stats = await server.stats()
+    if recovers:
+        assert result.ok, result.error
+        assert result.attempts == 2
+        assert result.text == mock_reply(prompt)
+    else:
+        assert not result.ok
+        assert result.error is not None
+        assert result.error.kind is ErrorKind.CONTEXT_LENGTH
+        assert result.error.status == 400
+        assert result.attempts == 1
+    assert stats.faults == {kind: 1}
+
+
+async def test_a_recognisable_key_appears_nowhere(tmp_path: Any) -> None:
+    """The key is in no log line, event, repr, error message or result; only its fingerprint."""
+    secret = "sk-test-SECRET-abcdef123456"
+    revoked = "sk-test-REVOKED-zyxwvu987654"
+    events: list[str] = []
+    with trio.fail_after(20), structlog.testing.capture_logs() as logs:
+        async with serve_mock(MockServerConfig(keys=(secret,))) as server:
+            engine = _engine(
+                server.base_url,
+                (secret, revoked),
+                retry=FAST_RETRY,
+                consumers=[lambda _l, _m, event: events.append(repr(event))],
+            )
+            results = await engine.map(
+                ["hello", "[[fault:500*1]] again", "[[fault:context_length]] long"]
+            )
+            text = " ".join(
+                [
+                    repr(engine),
+                    repr(engine.pool),
+                    repr(engine.statistics()),
+                    repr(results),
+                    *events,
+                    *(repr(log) for log in logs),
+                    *(str(r.error) for r in results if r.error),
+                ]
+            )
+    for key in (secret, revoked):
+        assert key not in text
+        assert key[-12:] not in text  # not even a long tail of it
+    assert "sk-…3456" in text
+    assert "sk-…7654" in text  # the revoked key is named by fingerprint when dropped
+
+
+async def test_retry_events_are_ours_not_staminas(autojump_clock: trio.testing.MockClock) -> None:
+    """Each retry is one request.retrying event with the wait, kind and status."""
+    calls = collections.Counter[str]()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            return httpx.Response(503, json={"error": {"message": "busy"}})
+        return httpx.Response(
+            200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}
+        )
+
+    seen: list[dict[str, Any]] = []
+    engine = trio_llm.Engine(
+        provider=trio_llm.OpenAICompatible(base_url="http://x.test/v1", model="m"),
+        keys=["sk-one-key-000000001"],
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=5, wait_initial=1.0, wait_jitter=0.0),
+        consumers=[lambda _l, _m, event: seen.append(dict(event))],
+    )
+    [result] = await engine.map(["x"])
+    assert result.ok
+    retrying = [e for e in seen if e["event"] == "request.retrying"]
+    assert [(e["attempt"], e["status"], e["kind"]) for e in retrying] == [
+        (1, 503, "overloaded"),
+        (2, 503, "overloaded"),
+    ]
