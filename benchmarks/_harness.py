@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import statistics
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import structlog
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -50,12 +52,22 @@ def parse_options(
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
+    quiet_logs()
     return Options(
         quick=args.quick,
         n=args.n,
         runs=args.runs if args.runs is not None else (1 if args.quick else runs),
         json=args.json,
         extra=args,
+    )
+
+
+def quiet_logs() -> None:
+    """A benchmark is an application: it may configure structlog. Retries are counted from
+    trio-llm's own events; stamina's process-wide retry warnings would only flood the table."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+        cache_logger_on_first_use=True,
     )
 
 
