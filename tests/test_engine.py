@@ -459,3 +459,27 @@ def test_map_runs_under_plain_trio_run() -> None:
     first = trio.run(engine.map, ["a", "b"], clock=clock)
     second = trio.run(engine.map, ["c"], clock=trio.testing.MockClock(autojump_threshold=0))
     assert [r.text for r in first + second] == ["echo: a", "echo: b", "echo: c"]
+
+
+async def test_budget_stops_sending_and_reports_the_rest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With a budget, requests stop once spent + held would exceed it; the rest are `budget`."""
+    engine = make_engine(echo(), concurrency=1)
+    # Each answer costs (5 x 0.15 + 3 x 0.60) / 1e6 = $2.55e-6 on gpt-4o-mini.
+    prompts = [trio_llm.Request.from_prompt("x", max_tokens=3) for _ in range(20)]
+    results = await engine.map(prompts, budget_usd=10 * 2.55e-6)
+    assert [r.ok for r in results] == [True] * 10 + [False] * 10
+    assert {r.error.kind for r in results if r.error} == {ErrorKind.BUDGET}
+    assert all(r.attempts == 0 for r in results[10:])
+    assert sum(r.cost_usd or 0 for r in results) == pytest.approx(10 * 2.55e-6)
+
+
+def test_budget_needs_a_known_price() -> None:
+    """A budget on a model with no known price is refused with a hint."""
+    engine = trio_llm.Engine(
+        provider=trio_llm.OpenAICompatible(base_url="http://x.test/v1", model="my-own-model"),
+        keys=["k"],
+    )
+    with pytest.raises(trio_llm.ConfigurationError, match="HINT"):
+        engine.stream(["x"], budget_usd=1.0)

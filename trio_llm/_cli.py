@@ -34,6 +34,7 @@ from ._engine import Engine
 from ._errors import ConfigurationError, TrioLLMError
 from ._events import EventConsumer
 from ._keys import KeyPool
+from ._pricing import PriceTable
 from ._progress import Progress, render_summary_table
 from ._providers import OpenAICompatible
 from ._sinks import run_file
@@ -75,6 +76,7 @@ _RUN_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "budget": (float, None),
     "deadline": (float, None),
     "failed": (str, None),
+    "prices": (str, None),
     "log_json": (str, None),
 }
 
@@ -166,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="stop the run after this many seconds; resume continues it",
+    )
+    run.add_argument(
+        "--prices",
+        default=None,
+        help="TOML/JSON price table overriding the built-in one: "
+        '{"model": {"input_per_m": 0.15, "output_per_m": 0.6}}',
     )
     run.add_argument("--config", default=None, help="TOML file with option defaults")
     run.add_argument("--log-json", default=None, help="write every event as JSON lines here")
@@ -377,6 +385,7 @@ def _run(args: argparse.Namespace) -> int:
         retry=RetryPolicy(attempts=int(options["max_attempts"])),
         keep_raw=True,
         consumers=consumers,
+        prices=None if options["prices"] is None else PriceTable.load(options["prices"]),
     )
     if (
         str(args.output) != "-"
@@ -393,6 +402,7 @@ def _run(args: argparse.Namespace) -> int:
                 args.output,
                 failed_path=options["failed"],
                 deadline=options["deadline"],
+                budget_usd=options["budget"],
             )
 
     try:

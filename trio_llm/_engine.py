@@ -41,7 +41,7 @@ from ._errors import ConfigurationError, InputError, ProviderError
 from ._events import EventConsumer, EventHub
 from ._http import BodyError, HttpPool
 from ._keys import KeyPool, KeyStatistics
-from ._models import ErrorInfo, ErrorKind, Request, Result
+from ._models import ErrorInfo, ErrorKind, Request, Result, Usage
 from ._pricing import PriceTable
 from ._providers import Completion, Provider
 from ._retry import KEY_PROBLEMS, is_retryable
@@ -149,25 +149,57 @@ class _Attempts:
     key_id: str | None = None
 
 
+@attrs.define(eq=False)
+class _Budget:
+    """Money for one run: what was spent, and what requests in flight may still cost."""
+
+    limit_usd: float
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+
+    def try_reserve(self, cost: float) -> bool:
+        """Hold ``cost`` for a request about to go, if the budget allows it."""
+        if self.spent_usd + self.reserved_usd + cost > self.limit_usd:
+            return False
+        self.reserved_usd += cost
+        return True
+
+    def settle(self, held: float, spent: float) -> None:
+        """A request ended: release what was held, count what it really cost."""
+        self.reserved_usd -= held
+        self.spent_usd += spent
+
+
 @final
 class _Run:
     """One map / stream call: its id, its stop switch, its counters."""
 
-    def __init__(self, engine: Engine, total: int | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        total: int | None,
+        *,
+        deadline: float | None = None,
+        budget_usd: float | None = None,
+    ) -> None:
         self.id = f"run-{next(_run_ids)}"
         self.total = total
+        self.deadline = deadline
+        self.budget = None if budget_usd is None else _Budget(limit_usd=budget_usd)
         self.stopped: ErrorInfo | None = None
         self.read = 0
         self.abandoned = False
         self._item_scopes: set[trio.CancelScope] = set()
         self._engine = engine
 
-    def stop(self, kind: ErrorKind, message: str) -> None:
-        """End the run softly: in-flight and queued items become failed results of ``kind``."""
+    def stop(self, kind: ErrorKind, message: str, *, cancel_in_flight: bool = True) -> None:
+        """End the run softly: queued items (and in-flight ones, if ``cancel_in_flight``)
+        become failed results of ``kind``; nothing more is sent."""
         if self.stopped is None:
             self.stopped = ErrorInfo(kind=kind, message=message)
-            for scope in self._item_scopes:
-                scope.cancel()
+            if cancel_in_flight:
+                for scope in self._item_scopes:
+                    scope.cancel()
 
     @contextlib.contextmanager
     def item_scope(self) -> Iterator[trio.CancelScope]:
@@ -307,7 +339,13 @@ class Engine:
             yield http
 
     # --- public calls --------------------------------------------------------------------
-    async def map(self, prompts: Source, *, deadline: float | None = None) -> list[Result]:
+    async def map(
+        self,
+        prompts: Source,
+        *,
+        deadline: float | None = None,
+        budget_usd: float | None = None,
+    ) -> list[Result]:
         """Send every prompt; return one ``Result`` per prompt, in input order.
 
         A failed item is a ``Result`` with ``ok=False``; only misuse and cancellation raise.
@@ -317,12 +355,14 @@ class Engine:
                 iterable, read lazily.
             deadline: seconds after which the run stops: finished results are kept, the rest
                 are failed results of kind ``deadline``.
+            budget_usd: stop sending once what was spent plus what requests in flight may
+                cost would exceed this; unsent items are failed results of kind ``budget``.
         """
+        run = self._new_run(prompts, deadline, budget_usd)
         results: list[Result | None] = []
         async with self._session() as http, trio.open_nursery() as nursery:
             send, receive = trio.open_memory_channel[Result](self.concurrency)
-            run = _Run(self, _length(prompts))
-            nursery.start_soon(self._run, run, http, prompts, send, deadline)
+            nursery.start_soon(self._run, run, http, prompts, send)
             async with receive:
                 async for result in receive:
                     if result.index >= len(results):
@@ -332,13 +372,33 @@ class Engine:
         assert len(complete) == len(results), "every read input has exactly one result"
         return complete
 
-    def stream(self, prompts: Source, *, deadline: float | None = None) -> ResultStream:
-        """Results in completion order.
+    def stream(
+        self,
+        prompts: Source,
+        *,
+        deadline: float | None = None,
+        budget_usd: float | None = None,
+    ) -> ResultStream:
+        """Results in completion order (``deadline`` and ``budget_usd`` as in ``map``).
 
         Use it as ``async for r in engine.stream(prompts)`` inside ``async with engine:``, or
         anywhere as ``async with engine.stream(prompts) as results: async for r in results``.
         """
-        return ResultStream(self, prompts, deadline)
+        return ResultStream(self, prompts, self._new_run(prompts, deadline, budget_usd))
+
+    def _new_run(self, prompts: Source, deadline: float | None, budget_usd: float | None) -> _Run:
+        if deadline is not None and not deadline > 0:
+            raise ConfigurationError(f"deadline must be positive seconds, got {deadline!r}")
+        if budget_usd is not None:
+            if not budget_usd > 0:
+                raise ConfigurationError(f"budget_usd must be positive, got {budget_usd!r}")
+            if self.prices.price(self.provider.model) is None:
+                raise ConfigurationError(
+                    f"a budget needs the price of {self.provider.model!r}, which is not in the "
+                    "price table\nHINT: Engine(prices=trio_llm.PriceTable.load('prices.toml')) "
+                    "or `trio-llm run --prices prices.toml`"
+                )
+        return _Run(self, _length(prompts), deadline=deadline, budget_usd=budget_usd)
 
     async def complete(self, prompt: Prompt) -> Result:
         """Send one request (with retries) and return its result: for a service's handlers."""
@@ -354,9 +414,9 @@ class Engine:
         http: HttpPool,
         source: Source,
         results: trio.MemorySendChannel[Result],
-        deadline: float | None,
     ) -> None:
         started = trio.current_time()
+        deadline = run.deadline
         counts = {"succeeded": 0, "failed": 0}
         self.events.emit(
             ev.RUN_STARTED,
@@ -554,7 +614,7 @@ class Engine:
         try:
             # The first attempt runs outside stamina: most succeed, and this keeps the happy
             # path free of the retry machinery's per-call cost.
-            return await self._attempt(http, index, request, estimate, attempts)
+            return await self._attempt(run, http, index, request, estimate, attempts)
         except ProviderError as exc:
             first_error = exc
             if self._retry_wait(first_error) is False:
@@ -593,7 +653,7 @@ class Engine:
                     # first backoff exactly as if it had run it.
                     error, replay = replay, None
                     raise error
-                return await self._attempt(http, index, request, estimate, attempts)
+                return await self._attempt(run, http, index, request, estimate, attempts)
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     def _retry_wait(self, exc: ProviderError) -> bool | float:
@@ -616,6 +676,55 @@ class Engine:
         return True
 
     async def _attempt(
+        self,
+        run: _Run,
+        http: HttpPool,
+        index: int,
+        request: Request,
+        estimate: int,
+        attempts: _Attempts,
+    ) -> Completion:
+        if run.stopped is not None:
+            # The run stopped (budget, deadline) between this item's attempts: nothing more
+            # is sent for it.
+            raise ProviderError(run.stopped.kind, run.stopped.message)
+        held = 0.0
+        if run.budget is not None:
+            held = self._estimated_cost(request, estimate)
+            if not run.budget.try_reserve(held):
+                run.stop(
+                    ErrorKind.BUDGET,
+                    f"not sent: the budget of ${run.budget.limit_usd:g} would be exceeded",
+                    cancel_in_flight=False,
+                )
+                assert run.stopped is not None
+                raise ProviderError(ErrorKind.BUDGET, run.stopped.message)
+        spent = 0.0
+        try:
+            completion = await self._send_attempt(http, index, request, estimate, attempts)
+            if completion.usage is not None:
+                model = str(request.params.get("model", self.provider.model))
+                spent = self.prices.cost(model, completion.usage) or 0.0
+            return completion
+        finally:
+            if run.budget is not None:
+                run.budget.settle(held, spent)
+
+    def _estimated_cost(self, request: Request, estimate: int) -> float:
+        """The most a request may cost, from the token estimate (prompt at the input price
+        when the estimator tells the prompt apart, everything else at the output price)."""
+        model = str(request.params.get("model", self.provider.model))
+        price = self.prices.price(model)
+        if price is None:
+            return 0.0
+        prompt = (
+            self._estimator.prompt_tokens(request)
+            if isinstance(self._estimator, CharEstimator)
+            else 0
+        )
+        return price.cost(Usage(prompt_tokens=prompt, completion_tokens=max(0, estimate - prompt)))
+
+    async def _send_attempt(
         self, http: HttpPool, index: int, request: Request, estimate: int, attempts: _Attempts
     ) -> Completion:
         pool = self.pool
@@ -747,18 +856,17 @@ class Engine:
 class ResultStream:
     """Results in completion order; see ``Engine.stream``."""
 
-    def __init__(self, engine: Engine, prompts: Source, deadline: float | None) -> None:
+    def __init__(self, engine: Engine, prompts: Source, run: _Run) -> None:
         self._engine = engine
         self._prompts = prompts
-        self._deadline = deadline
+        self._run = run
         self._stack: contextlib.AsyncExitStack | None = None
         self._receive: trio.MemoryReceiveChannel[Result] | None = None
 
     def _start(self, nursery: trio.Nursery, http: HttpPool) -> trio.MemoryReceiveChannel[Result]:
         engine = self._engine
         send, receive = trio.open_memory_channel[Result](engine.concurrency)
-        run = _Run(engine, _length(self._prompts))
-        nursery.start_soon(engine._run, run, http, self._prompts, send, self._deadline)
+        nursery.start_soon(engine._run, self._run, http, self._prompts, send)
         return receive
 
     async def __aenter__(self) -> trio.MemoryReceiveChannel[Result]:

@@ -210,6 +210,7 @@ async def run_file(
     *,
     failed_path: str | Path | None = None,
     deadline: float | None = None,
+    budget_usd: float | None = None,
 ) -> FileRunReport:
     """Run every line of a JSONL file through ``engine``; see the module docs."""
     journal = OutputJournal(output_path)
@@ -280,7 +281,7 @@ async def run_file(
 
     stopped: ErrorInfo | None = None
     try:
-        async with engine.stream(requests(), deadline=deadline) as results:
+        async with engine.stream(requests(), deadline=deadline, budget_usd=budget_usd) as results:
             async for result in results:
                 item = pending.pop(result.index)
                 _record(journal, result, item, counts, write_failed)
