@@ -1,8 +1,10 @@
 """trio-llm: thousands to millions of LLM API calls at the providers' rate limits, on trio."""
 
+from ._breaker import BreakerPolicy as BreakerPolicy
 from ._config import Limits as Limits
 from ._config import RetryPolicy as RetryPolicy
 from ._engine import Engine as Engine
+from ._engine import EngineStatistics as EngineStatistics
 from ._engine import ResultStream as ResultStream
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import InputError as InputError
@@ -24,6 +26,7 @@ from ._providers import Completion as Completion
 from ._providers import HttpRequest as HttpRequest
 from ._providers import OpenAICompatible as OpenAICompatible
 from ._providers import Provider as Provider
+from ._routes import Route as Route
 from ._secrets import ApiKey as ApiKey
 from ._tokens import CharEstimator as CharEstimator
 
@@ -31,11 +34,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApiKey",
+    "BreakerPolicy",
     "BucketStatistics",
     "CharEstimator",
     "Completion",
     "ConfigurationError",
     "Engine",
+    "EngineStatistics",
     "ErrorInfo",
     "ErrorKind",
     "HttpRequest",
@@ -53,6 +58,7 @@ __all__ = [
     "Result",
     "ResultStream",
     "RetryPolicy",
+    "Route",
     "TokenBucket",
     "TrioLLMError",
     "Usage",

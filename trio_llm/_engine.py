@@ -37,7 +37,7 @@ import trio
 from . import _events as ev
 from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from ._config import Limits, RetryPolicy
-from ._errors import ConfigurationError, InputError, ProviderError
+from ._errors import ConfigurationError, InputError, NoKeysLeftError, ProviderError
 from ._events import EventConsumer, EventHub
 from ._http import BodyError, HttpPool
 from ._keys import KeyPool, KeyStatistics
@@ -45,6 +45,7 @@ from ._models import ErrorInfo, ErrorKind, Request, Result, Usage
 from ._pricing import PriceTable
 from ._providers import Completion, Provider
 from ._retry import KEY_PROBLEMS, is_retryable
+from ._routes import Endpoint, Route
 from ._secrets import ApiKey
 from ._tokens import CharEstimator, Estimator
 
@@ -147,6 +148,7 @@ class _Attempts:
     count: int = 0
     first_sent: float | None = None
     key_id: str | None = None
+    model: str = ""  # the model the last attempt went to (for its price)
 
 
 @attrs.define(eq=False)
@@ -242,9 +244,10 @@ class Engine:
 
     def __init__(
         self,
-        provider: Provider,
-        keys: KeyPool | Iterable[str | ApiKey],
+        provider: Provider | None = None,
+        keys: KeyPool | Iterable[str | ApiKey] | None = None,
         *,
+        routes: Sequence[Route] | None = None,
         limits: Limits | None = None,
         provider_limits: Limits | None = None,
         concurrency: int = 64,
@@ -258,27 +261,33 @@ class Engine:
         http2: bool = False,
         breaker: BreakerPolicy | None = BreakerPolicy(),  # noqa: B008 - frozen value
     ) -> None:
-        if not isinstance(provider, Provider):
+        if routes is None:
+            if provider is None or keys is None:
+                raise ConfigurationError(
+                    "an engine needs a provider and keys\nHINT: Engine(provider=trio_llm."
+                    "OpenAICompatible(base_url=..., model=...), keys=['sk-...']), or "
+                    "Engine(routes=[trio_llm.Route(provider=..., keys=[...]), ...])"
+                )
+            routes = [
+                Route(provider=provider, keys=keys, limits=limits, provider_limits=provider_limits)
+            ]
+        elif provider is not None or keys is not None or not routes:
             raise ConfigurationError(
-                f"provider must be a trio_llm provider, got {type(provider).__name__}\n"
-                "HINT: Engine(provider=trio_llm.OpenAICompatible(base_url=..., model=...), ...)"
-            )
-        if isinstance(keys, str):
-            raise ConfigurationError(
-                "keys must be a list of keys, not one string\nHINT: keys=['sk-...'] or "
-                "keys=trio_llm.KeyPool.from_env('OPENAI_API_KEY')"
+                "give either provider and keys, or a non-empty list of routes, not both\n"
+                "HINT: Engine(routes=[trio_llm.Route(provider=..., keys=[...]), ...])"
             )
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be a positive integer, got {concurrency!r}")
         if not timeout > 0:
             raise ConfigurationError(f"timeout must be positive seconds, got {timeout!r}")
-        self.provider = provider
         self.events = EventHub(tuple(consumers))
-        self.pool = keys if isinstance(keys, KeyPool) else KeyPool(keys)
         self.breaker = breaker
-        self._breaker: CircuitBreaker | None = None
-        self._breaker_run: object = None
-        self.pool.attach(self.events, limits or Limits(), provider_limits, breaker)
+        self._endpoints = [
+            Endpoint(route, self.events, limits or Limits(), breaker) for route in routes
+        ]
+        #: The (first) route's provider and key pool.
+        self.provider = self._endpoints[0].provider
+        self.pool = self._endpoints[0].pool
         self.concurrency = concurrency
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -295,10 +304,8 @@ class Engine:
         self._stack: contextlib.AsyncExitStack | None = None
 
     def __repr__(self) -> str:
-        return (
-            f"Engine(provider={self.provider!r}, keys={self.pool!r}, "
-            f"concurrency={self.concurrency}, timeout={self.timeout})"
-        )
+        where = ", ".join(f"{e.provider!r} with {e.pool!r}" for e in self._endpoints)
+        return f"Engine({where}, concurrency={self.concurrency}, timeout={self.timeout})"
 
     # --- lifetime ------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
@@ -392,9 +399,14 @@ class Engine:
         if budget_usd is not None:
             if not budget_usd > 0:
                 raise ConfigurationError(f"budget_usd must be positive, got {budget_usd!r}")
-            if self.prices.price(self.provider.model) is None:
+            unpriced = [
+                e.provider.model
+                for e in self._endpoints
+                if self.prices.price(e.provider.model) is None
+            ]
+            if unpriced:
                 raise ConfigurationError(
-                    f"a budget needs the price of {self.provider.model!r}, which is not in the "
+                    f"a budget needs the price of {unpriced[0]!r}, which is not in the "
                     "price table\nHINT: Engine(prices=trio_llm.PriceTable.load('prices.toml')) "
                     "or `trio-llm run --prices prices.toml`"
                 )
@@ -422,7 +434,7 @@ class Engine:
             ev.RUN_STARTED,
             run_id=run.id,
             total=run.total,
-            keys=len(self.pool),
+            keys=sum(len(e.pool) for e in self._endpoints),
             concurrency=self.concurrency,
         )
         workers = self.concurrency
@@ -468,7 +480,7 @@ class Engine:
         )
 
     def _report_keys(self) -> None:
-        keys = [attrs.asdict(stats) for stats in self.pool.statistics()]
+        keys = [attrs.asdict(stats) for stats in self._key_statistics()]
         self.events.emit(ev.KEYS_UPDATED, keys=keys, in_flight=self._limiter.borrowed_tokens)
 
     async def _report_keys_every(self, interval: float) -> None:
@@ -481,8 +493,11 @@ class Engine:
         return EngineStatistics(
             in_flight=self._limiter.borrowed_tokens,
             waiting=self._limiter.statistics().tasks_waiting,
-            keys=self.pool.statistics(),
+            keys=self._key_statistics(),
         )
+
+    def _key_statistics(self) -> tuple[KeyStatistics, ...]:
+        return tuple(stats for e in self._endpoints for stats in e.pool.statistics())
 
     async def _stop_at(self, run: _Run, deadline: float) -> None:
         await trio.sleep(deadline)
@@ -581,8 +596,7 @@ class Engine:
                 key_id=attempts.key_id,
             )
         usage = completion.usage
-        model = request.params.get("model", self.provider.model)
-        cost = None if usage is None else self.prices.cost(str(model), usage)
+        cost = None if usage is None else self.prices.cost(attempts.model, usage)
         self.events.emit(
             ev.REQUEST_SUCCEEDED,
             index=item.index,
@@ -667,7 +681,7 @@ class Engine:
             if (
                 retry_after is not None
                 and retry_after > self.retry.max_retry_after
-                and self.pool.alive <= 1
+                and sum(e.pool.alive for e in self._endpoints) <= 1
             ):
                 return False
             return 0.0  # the key cools for Retry-After; the pool picks the soonest key
@@ -703,8 +717,7 @@ class Engine:
         try:
             completion = await self._send_attempt(http, index, request, estimate, attempts)
             if completion.usage is not None:
-                model = str(request.params.get("model", self.provider.model))
-                spent = self.prices.cost(model, completion.usage) or 0.0
+                spent = self.prices.cost(attempts.model, completion.usage) or 0.0
             return completion
         finally:
             if run.budget is not None:
@@ -727,15 +740,7 @@ class Engine:
     async def _send_attempt(
         self, http: HttpPool, index: int, request: Request, estimate: int, attempts: _Attempts
     ) -> Completion:
-        pool = self.pool
-        breaker = self._provider_breaker()
-        if breaker is not None:
-            # An overloaded or failing provider pauses every key, not just one.
-            # Each sleep lasts until the breaker's own deadline (not a poll): when open, until
-            # it turns half-open; when its probes are all out, about one cool-off.
-            while (pause := breaker.delay()) > 0:  # noqa: ASYNC110
-                await trio.sleep(pause)
-            breaker.started()
+        breaker: CircuitBreaker | None = None
         succeeded = False
         failure: ErrorKind | None = None
         try:
@@ -744,7 +749,19 @@ class Engine:
             # while every slot is busy would leave late and all together: a burst the server's
             # bucket did not refill for.
             async with self._limiter:
-                lease = await pool.acquire(estimate)
+                while True:
+                    endpoint = await self._choose_endpoint(estimate)
+                    try:
+                        lease = await endpoint.pool.acquire(estimate)
+                        break
+                    except NoKeysLeftError:
+                        # Its last key went while we chose it: another endpoint may remain.
+                        if not any(e.pool.alive for e in self._endpoints):
+                            raise
+                provider, pool, breaker = endpoint.provider, endpoint.pool, endpoint.breaker()
+                if breaker is not None:
+                    breaker.started()
+                attempts.model = str(request.params.get("model", provider.model))
                 admitted = False
                 info = None
                 used: float | None = None
@@ -760,7 +777,7 @@ class Engine:
                         key_id=lease.key.fingerprint,
                         est_tokens=estimate,
                     )
-                    http_request = self.provider.build_request(request, lease.key.reveal())
+                    http_request = provider.build_request(request, lease.key.reveal())
                     admitted = True
                     with trio.move_on_after(self.timeout) as timeout_scope:
                         try:
@@ -785,8 +802,8 @@ class Engine:
                             ErrorKind.TIMEOUT,
                             f"no response within the timeout of {self.timeout}s",
                         )
-                    info = self.provider.rate_limits(response.headers)
-                    completion = self.provider.parse_response(
+                    info = provider.rate_limits(response.headers)
+                    completion = provider.parse_response(
                         response.status, response.headers, response.body
                     )
                     if completion.usage is not None:
@@ -820,15 +837,26 @@ class Engine:
             if breaker is not None:
                 self._provider_outcome(breaker, succeeded, failure)
 
-    def _provider_breaker(self) -> CircuitBreaker | None:
-        """The provider's breaker, anew for each trio run (it reads trio's clock)."""
-        if self.breaker is None:
-            return None
-        run = trio.lowlevel.current_root_task()
-        if self._breaker is None or self._breaker_run is not run:
-            self._breaker = CircuitBreaker(self.breaker, self.provider.name)
-            self._breaker_run = run
-        return self._breaker
+    async def _choose_endpoint(self, tokens: float) -> Endpoint:
+        """The endpoint whose keys can send soonest; while every provider's breaker is open,
+        wait for the first to half-open (an overloaded provider pauses all of its keys)."""
+        endpoints = self._endpoints
+        while True:
+            if len(endpoints) == 1:
+                best = endpoints[0]
+                breaker = best.breaker()
+                blocked = 0.0 if breaker is None else breaker.delay()
+            else:
+                delays = [(e.delay(tokens), e) for e in endpoints]
+                soonest, best = min(delays, key=lambda pair: pair[0])
+                if soonest == math.inf:
+                    raise NoKeysLeftError
+                breaker = best.breaker()
+                blocked = 0.0 if breaker is None else breaker.delay()
+            if blocked <= 0:
+                return best
+            # Until that breaker's own deadline: when it opens to probes (not a poll).
+            await trio.sleep(blocked)
 
     def _provider_outcome(
         self, breaker: CircuitBreaker, succeeded: bool, failure: ErrorKind | None

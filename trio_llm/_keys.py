@@ -366,6 +366,16 @@ class KeyPool:
             0.0 if state.breaker is None else state.breaker.delay(),
         )
 
+    def soonest(self, tokens: float) -> float:
+        """Seconds until some key could send a request of ``tokens`` (inf: every key is
+        dropped)."""
+        self._ensure_run()
+        now = trio.current_time()
+        return min(
+            (self._delay(s, tokens, now) for s in self._states if s.dropped is None),
+            default=math.inf,
+        )
+
     def _pick(self, tokens: float) -> _KeyState:
         now = trio.current_time()
         best: _KeyState | None = None
