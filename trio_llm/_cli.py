@@ -247,7 +247,17 @@ def _run_with_interrupts(main: Callable[[trio.CancelScope], Awaitable[T]]) -> tu
             nursery.cancel_scope.cancel()
             return result
 
-    return trio.run(runner), interrupted
+    try:
+        return trio.run(runner), interrupted
+    except BaseExceptionGroup as group:
+        # The watcher's nursery wraps whatever `main` raised: hand back that one exception, so
+        # `main()` reports a ConfigurationError or a bad OUTPUT as a usage error (exit 2).
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, BaseExceptionGroup):
+            raise
+        raise leaf from None
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -13,12 +13,13 @@ Failed items go to ``--failed FILE`` as their original input lines, so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import IO, Any, final
 
@@ -177,12 +178,19 @@ def _open_failed(path: str | Path | None) -> IO[bytes] | None:
     if path is None:
         return None
     try:
-        return Path(path).open("ab")
+        # Truncated: every run re-reads the whole input, so this run's failures are all of them.
+        return Path(path).open("wb")
     except OSError as exc:
         raise ConfigurationError(f"cannot write the failed file {path}: {exc.strerror}") from None
 
 
-async def _input_lines(handle: IO[bytes]) -> AsyncIterator[bytes]:
+def _same_file(a: str | Path | None, b: str | Path) -> bool:
+    return (
+        a is not None and str(a) != "-" and str(b) != "-" and Path(a).resolve() == Path(b).resolve()
+    )
+
+
+async def _input_lines(handle: IO[bytes]) -> AsyncGenerator[bytes, None]:
     """Lines of ``handle``. A regular file is read directly (buffered reads from disk are
     quick); a pipe or terminal is read in a worker thread, so that waiting for the producer of
     the input never freezes the requests already in flight."""
@@ -213,9 +221,24 @@ async def run_file(
     budget_usd: float | None = None,
 ) -> FileRunReport:
     """Run every line of a JSONL file through ``engine``; see the module docs."""
+    for other, what in ((input_path, "INPUT"), (output_path, "OUTPUT")):
+        if _same_file(failed_path, other):
+            raise ConfigurationError(
+                f"the failed file must not be the {what} file\n"
+                "HINT: --failed failed-again.jsonl, then run that file"
+            )
+    # Opened here, not in the producer task, so a wrong path raises ConfigurationError itself
+    # rather than an ExceptionGroup from the engine's nursery.
+    handle = _open_input(input_path)
     journal = OutputJournal(output_path)
-    journal.open()
-    failed_file = _open_failed(failed_path)
+    try:
+        journal.open()
+        failed_file = _open_failed(failed_path)
+    except BaseException:
+        if handle is not sys.stdin.buffer:
+            handle.close()
+        journal.close()
+        raise
     source_name = "<stdin>" if str(input_path) == "-" else str(input_path)
     pending: dict[int, _Pending] = {}
     counts = {"read": 0, "skipped": 0, "duplicates": 0, "invalid": 0, "ok": 0, "failed": 0}
@@ -242,46 +265,49 @@ async def run_file(
         )
         write_failed(raw)
 
-    async def requests() -> AsyncIterator[Request]:
+    async def requests() -> AsyncGenerator[Request, None]:
         nonlocal index_counter
-        handle = _open_input(input_path)
         line_no = 0
         try:
-            async for raw in _input_lines(handle):
-                line_no += 1
-                if not raw.strip():
-                    continue
-                counts["read"] += 1
-                try:
-                    fmt, request = parse_input_line(raw, source=source_name, line=line_no)
-                except InputError as exc:
-                    invalid_line(line_no, exc, raw)
-                    await trio.lowlevel.checkpoint()
-                    continue
-                assert request.id is not None
-                if request.id in journal.done_ids:
-                    counts["skipped"] += 1
-                    continue
-                if request.id in first_line_of:
-                    counts["duplicates"] += 1
-                    print(
-                        f"{source_name}:{line_no}: duplicate id {request.id!r} "
-                        f"(first at line {first_line_of[request.id]}); not sent",
-                        file=sys.stderr,
-                    )
-                    write_failed(raw)
-                    continue
-                first_line_of[request.id] = line_no
-                pending[index_counter] = _Pending(fmt, raw)
-                index_counter += 1
-                yield request
+            async with contextlib.aclosing(_input_lines(handle)) as lines:
+                async for raw in lines:
+                    line_no += 1
+                    if not raw.strip():
+                        continue
+                    counts["read"] += 1
+                    try:
+                        fmt, request = parse_input_line(raw, source=source_name, line=line_no)
+                    except InputError as exc:
+                        invalid_line(line_no, exc, raw)
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    assert request.id is not None
+                    if request.id in journal.done_ids:
+                        counts["skipped"] += 1
+                        continue
+                    if request.id in first_line_of:
+                        counts["duplicates"] += 1
+                        print(
+                            f"{source_name}:{line_no}: duplicate id {request.id!r} "
+                            f"(first at line {first_line_of[request.id]}); not sent",
+                            file=sys.stderr,
+                        )
+                        write_failed(raw)
+                        continue
+                    first_line_of[request.id] = line_no
+                    pending[index_counter] = _Pending(fmt, raw)
+                    index_counter += 1
+                    yield request
         finally:
             if handle is not sys.stdin.buffer:
                 handle.close()
 
     stopped: ErrorInfo | None = None
     try:
-        async with engine.stream(requests(), deadline=deadline, budget_usd=budget_usd) as results:
+        async with (
+            contextlib.aclosing(requests()) as source,
+            engine.stream(source, deadline=deadline, budget_usd=budget_usd) as results,
+        ):
             async for result in results:
                 item = pending.pop(result.index)
                 _record(journal, result, item, counts, write_failed)

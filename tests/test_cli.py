@@ -1,0 +1,560 @@
+"""The trio-llm command line, end to end: a real subprocess against the mock server process.
+
+Every test runs ``python -m trio_llm`` as a child process on the real clock, guarded by a
+subprocess timeout. One mock server (keys checked, ~50 ms latency) serves the whole module;
+prompts carry a per-test tag, so the mock's per-prompt fault counters never leak between tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trio_llm.testing import MockServerConfig, MockServerProcess, MockStats, mock_reply
+
+SECRET = "sk-test-SECRET-abcdef123456"
+FINGERPRINT = "sk-…3456"
+KEY_ENV = "TRIO_LLM_TEST_KEYS"
+TIMEOUT = 30.0
+# Listens nowhere: a config value that must lose to a higher-precedence one.
+DEAD_URL = "http://127.0.0.1:9/v1"
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockServerProcess]:
+    """The mock server, accepting only SECRET, for the whole module."""
+    config = MockServerConfig(keys=(SECRET,), latency=0.05)
+    with MockServerProcess(config) as server:
+        yield server
+
+
+@pytest.fixture
+def tag() -> str:
+    """A tag that makes this test's prompts unique on the shared mock server."""
+    return uuid.uuid4().hex[:10]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI run: ours minus any TRIO_LLM_* or real keys, plus the test key."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TRIO_LLM_") and k not in ("OPENAI_API_KEY", "COLUMNS")
+    }
+    env[KEY_ENV] = SECRET
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.update(extra)
+    return env
+
+
+def cli(
+    *args: str,
+    cwd: Path,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m trio_llm ARGS`` to completion."""
+    process = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "trio_llm", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        env=env if env is not None else child_env(),
+        timeout=TIMEOUT,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        process.args,
+        process.returncode,
+        process.stdout.decode("utf-8", "replace"),
+        process.stderr.decode("utf-8", "replace"),
+    )
+
+
+def run_args(
+    mock: MockServerProcess, source: Path | str, out: Path | str, *extra: str
+) -> list[str]:
+    """``run SOURCE -o OUT`` against the mock, keys from KEY_ENV, no live display."""
+    return [
+        "run", str(source), "-o", str(out),
+        "--base-url", mock.base_url, "--keys-env", KEY_ENV, "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def write_jsonl(path: Path, items: list[dict[str, Any]]) -> Path:
+    """Write one JSON object per line."""
+    path.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Parse every line (a torn line fails the test)."""
+    return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def prompts(tag: str, n: int, prefix: str = "q") -> list[dict[str, Any]]:
+    """n simple input lines with unique arithmetic prompts."""
+    return [{"id": f"{prefix}{i}", "prompt": f"[{tag}] what is {i} + {i}?"} for i in range(n)]
+
+
+def delta(before: MockStats, after: MockStats) -> dict[str, int]:
+    """What the server counted between two snapshots."""
+    return {
+        "requests": after.total_requests - before.total_requests,
+        "successes": after.successes - before.successes,
+        "duplicate_successes": after.duplicate_successes - before.duplicate_successes,
+    }
+
+
+# --- input and output shapes ------------------------------------------------------------------
+
+
+def test_simple_lines_get_content_lines(mock: MockServerProcess, tmp_path: Path, tag: str) -> None:
+    """Simple prompt/messages lines produce {id, content, usage, ...} lines; exit code 0."""
+    items = [
+        *prompts(tag, 3),
+        {"id": "m", "messages": [{"role": "user", "content": f"[{tag}] 6 x 7"}], "max_tokens": 20},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    lines = {line["id"]: line for line in read_jsonl(tmp_path / "out.jsonl")}
+    assert set(lines) == {"q0", "q1", "q2", "m"}
+    for i in range(3):
+        line = lines[f"q{i}"]
+        assert line["content"] == json.dumps({"answer": 2 * i})
+        assert line["finish_reason"] == "stop"
+        assert set(line["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+        assert line["attempts"] == 1
+        assert "error" not in line
+    assert lines["m"]["content"] == '{"answer": 42}'
+    assert "read 4 lines: 0 already done, 4 succeeded, 0 failed" in done.stderr
+
+
+def test_batch_api_lines_get_batch_api_output(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Batch API input gets Batch API output lines: custom_id with response or error."""
+
+    def batch(custom_id: str, text: str) -> dict[str, Any]:
+        body = {"model": "mock-gpt", "messages": [{"role": "user", "content": text}]}
+        return {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": body,
+        }
+
+    ok_prompt = f"[{tag}] hello batch"
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [batch("r-ok", ok_prompt), batch("r-bad", f"[{tag}] [[fault:context_length]]")],
+    )
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = {line["custom_id"]: line for line in read_jsonl(tmp_path / "out.jsonl")}
+    assert set(lines) == {"r-ok", "r-bad"}
+    ok = lines["r-ok"]
+    assert ok["id"].startswith("batch_req_")
+    assert ok["error"] is None
+    assert ok["response"]["status_code"] == 200
+    assert ok["response"]["request_id"] == ok["response"]["body"]["id"]
+    assert ok["response"]["body"]["choices"][0]["message"]["content"] == mock_reply(ok_prompt)
+    bad = lines["r-bad"]
+    assert bad["response"] is None
+    assert bad["error"]["code"] == "context_length_exceeded"
+    assert bad["error"]["trio_llm"]["kind"] == "context_length"
+
+
+def test_dash_reads_stdin_and_writes_stdout(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """`run - -o -` reads prompts from stdin and writes only result lines to stdout."""
+    data = "".join(json.dumps(item) + "\n" for item in prompts(tag, 5)).encode()
+    done = cli(*run_args(mock, "-", "-"), cwd=tmp_path, stdin=data)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(line["id"] for line in lines) == [f"q{i}" for i in range(5)]
+    assert "trio-llm run" in done.stderr  # the summary goes to stderr, not into the data
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rerunning_the_same_command_resumes(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Rerunning a finished command sends nothing: every id is already answered in OUTPUT."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 4))
+    command = run_args(mock, source, tmp_path / "out.jsonl")
+    assert cli(*command, cwd=tmp_path).returncode == 0
+    before = mock.stats()
+    again = cli(*command, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert delta(before, mock.stats())["requests"] == 0
+    assert "read 4 lines: 4 already done, 0 succeeded" in again.stderr
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 4
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml_url", "env_url", "flag_url"),
+    [
+        pytest.param("RIGHT", None, None, id="toml-over-default"),
+        pytest.param(DEAD_URL, "RIGHT", None, id="env-over-toml"),
+        pytest.param(DEAD_URL, DEAD_URL, "RIGHT", id="flag-over-env-and-toml"),
+    ],
+)
+def test_config_precedence(
+    mock: MockServerProcess,
+    tmp_path: Path,
+    tag: str,
+    toml_url: str,
+    env_url: str | None,
+    flag_url: str | None,
+) -> None:
+    """Options come from defaults < --config TOML < TRIO_LLM_* environment < flags."""
+
+    def url(value: str) -> str:
+        return mock.base_url if value == "RIGHT" else value
+
+    config = tmp_path / "trio-llm.toml"
+    # max-attempts = 1: a run against the wrong URL fails at once instead of retrying.
+    config.write_text(
+        f'base_url = "{url(toml_url)}"\nmax-attempts = 1\nkeys_env = "{KEY_ENV}"\n',
+        encoding="utf-8",
+    )
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 2))
+    args = ["run", str(source), "-o", str(tmp_path / "out.jsonl"), "--config", str(config)]
+    if flag_url is not None:
+        args += ["--base-url", url(flag_url)]
+    env = child_env(**({} if env_url is None else {"TRIO_LLM_BASE_URL": url(env_url)}))
+    done = cli(*args, "--no-progress", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert all("content" in line for line in read_jsonl(tmp_path / "out.jsonl"))
+
+
+def test_environment_beats_config_file_for_numbers(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A bad value in the TOML is overridden by a good TRIO_LLM_* variable."""
+    config = tmp_path / "c.toml"
+    config.write_text("concurrency = 0\n", encoding="utf-8")
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 1))
+    command = [*run_args(mock, source, tmp_path / "out.jsonl"), "--config", str(config)]
+    refused = cli(*command, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "--concurrency must be at least 1" in refused.stderr
+    done = cli(*command, cwd=tmp_path, env=child_env(TRIO_LLM_CONCURRENCY="4"))
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "config", "env", "message"),
+    [
+        (["--rpm", "-1"], None, {}, "--rpm must be positive, got -1"),
+        (["--concurrency", "0"], None, {}, "--concurrency must be at least 1"),
+        ([], "timeout = 0\n", {}, "--timeout must be positive"),
+        ([], "colour = 'red'\n", {}, "unknown option 'colour'"),
+        ([], "base_url = \n", {}, "cannot read the config file"),
+        ([], None, {"TRIO_LLM_RPM": "lots"}, "TRIO_LLM_RPM='lots' is not a valid float"),
+        (["--keys-env", "NO_SUCH_KEYS_VAR"], None, {}, "NO_SUCH_KEYS_VAR is empty or unset"),
+    ],
+    ids=["rpm", "concurrency", "toml-timeout", "toml-unknown", "toml-syntax", "env", "keys"],
+)
+def test_bad_configuration_exits_2_saying_what_to_fix(
+    mock: MockServerProcess,
+    tmp_path: Path,
+    extra: list[str],
+    config: str | None,
+    env: dict[str, str],
+    message: str,
+) -> None:
+    """Bad flags, config files, variables or a missing keys variable: exit 2 and one clear line."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "never sent"}])
+    args = run_args(mock, source, tmp_path / "out.jsonl", *extra)
+    if config is not None:
+        (tmp_path / "c.toml").write_text(config, encoding="utf-8")
+        args += ["--config", str(tmp_path / "c.toml")]
+    before = mock.stats()
+    done = cli(*args, cwd=tmp_path, env=child_env(**env))
+    assert done.returncode == 2
+    assert done.stderr.startswith("trio-llm: error: ")
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert delta(before, mock.stats())["requests"] == 0
+
+
+def test_missing_keys_hint_names_the_variable(tmp_path: Path) -> None:
+    """With no key in the environment the error says which variable to export."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
+    done = cli("run", str(source), "-o", str(tmp_path / "o.jsonl"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "OPENAI_API_KEY is empty or unset" in done.stderr
+    assert "HINT: export OPENAI_API_KEY=" in done.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    """A missing -o or an unknown flag is a usage error (exit 2) from argparse."""
+    assert cli("run", "in.jsonl", cwd=tmp_path).returncode == 2
+    done = cli("run", "in.jsonl", "-o", "o.jsonl", "--no-such-flag", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--no-such-flag" in done.stderr
+
+
+def test_output_must_not_be_the_input(mock: MockServerProcess, tmp_path: Path) -> None:
+    """Pointing -o at the input file is refused before anything is written."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
+    original = source.read_bytes()
+    done = cli(*run_args(mock, source, tmp_path / "." / "in.jsonl"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "OUTPUT must not be the INPUT" in done.stderr
+    assert source.read_bytes() == original
+
+
+def test_missing_input_file_exits_2(mock: MockServerProcess, tmp_path: Path) -> None:
+    """A wrong INPUT path is a usage error naming the file, not a traceback."""
+    done = cli(*run_args(mock, tmp_path / "nope.jsonl", tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "cannot read the input file" in done.stderr
+    assert "nope.jsonl" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_corrupt_output_file_exits_2(mock: MockServerProcess, tmp_path: Path) -> None:
+    """An OUTPUT that is not JSONL (a wrong -o) is refused with exit 2, and left untouched."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
+    out = tmp_path / "notes.txt"
+    out.write_text("my precious notes\n", encoding="utf-8")
+    done = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "not a JSONL file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert out.read_text(encoding="utf-8") == "my precious notes\n"
+
+
+def test_help_shows_examples(tmp_path: Path) -> None:
+    """`run --help` shows example commands and both input line shapes."""
+    done = cli("run", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "examples:" in done.stdout
+    assert "trio-llm run prompts.jsonl -o answers.jsonl" in done.stdout
+    assert "--failed failed.jsonl" in done.stdout
+    assert "custom_id" in done.stdout
+    top = cli("--help", cwd=tmp_path)
+    assert top.returncode == 0
+    for command in ("demo", "run", "mock-server"):
+        assert command in top.stdout
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+def test_some_failed_exits_1_and_failed_file_round_trips(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Failed items go to --failed as their input lines; running that file retries just them."""
+    items = prompts(tag, 6)
+    # The mock fails these prompts' first attempt only: with one attempt allowed they fail now
+    # and succeed when retried.
+    items[1]["prompt"] += " [[fault:500*1]]"
+    items[4]["prompt"] += " [[fault:503*1]]"
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out, failed = tmp_path / "out.jsonl", tmp_path / "failed.jsonl"
+    first = cli(
+        *run_args(mock, source, out, "--failed", str(failed), "--max-attempts", "1"),
+        cwd=tmp_path,
+    )
+    assert first.returncode == 1, first.stderr
+    original = source.read_text(encoding="utf-8").splitlines()
+    assert sorted(failed.read_text(encoding="utf-8").splitlines()) == [original[1], original[4]]
+    errors = [line for line in read_jsonl(out) if "error" in line]
+    assert sorted(line["id"] for line in errors) == ["q1", "q4"]
+
+    before = mock.stats()
+    second = cli(*run_args(mock, failed, out, "--max-attempts", "1"), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert delta(before, mock.stats()) == {"requests": 2, "successes": 2, "duplicate_successes": 0}
+    lines = read_jsonl(out)
+    counts = collections.Counter(line["id"] for line in lines)
+    assert sorted(counts) == [f"q{i}" for i in range(6)]
+    assert set(counts.values()) == {1}
+    assert all("content" in line for line in lines)
+
+
+def test_context_length_failure_exits_1(mock: MockServerProcess, tmp_path: Path, tag: str) -> None:
+    """A prompt the model refuses for good fails at once (no retries) with its reason; exit 1."""
+    items = [*prompts(tag, 2), {"id": "long", "prompt": f"[{tag}] [[fault:context_length]]"}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 1
+    (bad,) = [line for line in read_jsonl(tmp_path / "out.jsonl") if "error" in line]
+    assert bad["id"] == "long"
+    assert bad["attempts"] == 1
+    assert bad["error"]["kind"] == "context_length"
+    assert bad["error"]["status"] == 400
+    assert bad["error"]["retryable"] is False
+    assert "context_length" in done.stderr  # the summary table's failures by kind
+
+
+def test_bad_input_lines_are_reported_and_the_rest_succeed(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Not JSON, a non-UTF-8 byte or a missing prompt: an error naming file:line and field."""
+    good = [json.dumps(item).encode() for item in prompts(tag, 2)]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(
+        b"\n".join(
+            [good[0], b"{oops", b'{"id": "latin", "prompt": "caf\xe9"}', b'{"id": "np"}', good[1]]
+        )
+        + b"\n"
+    )
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 1
+    lines = read_jsonl(tmp_path / "out.jsonl")
+    assert sorted(line["id"] for line in lines if "content" in line) == ["q0", "q1"]
+    errors = {line["line"]: line["error"] for line in lines if "error" in line}
+    assert errors[2]["message"].startswith(f"{source}:2: not JSON")
+    assert errors[3]["message"].startswith(f"{source}:3: not UTF-8")
+    assert errors[4]["message"] == f"{source}:4 $.prompt: needs a prompt or messages"
+    assert {error["kind"] for error in errors.values()} == {"invalid_input"}
+    assert "3 invalid" in done.stderr
+
+
+def test_duplicate_ids_are_reported_not_sent_twice(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """An id seen earlier in the input is named on stderr and never sent; exit code 1."""
+    items = [*prompts(tag, 3), {"id": "q1", "prompt": f"[{tag}] a second q1"}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    before = mock.stats()
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"{source}:4: duplicate id 'q1' (first at line 2); not sent" in done.stderr
+    assert "1 duplicate ids" in done.stderr
+    assert delta(before, mock.stats())["requests"] == 3
+    counts = collections.Counter(line["id"] for line in read_jsonl(tmp_path / "out.jsonl"))
+    assert counts == {"q0": 1, "q1": 1, "q2": 1}
+
+
+# --- interruption -----------------------------------------------------------------------------
+
+
+def test_sigint_exits_130_keeping_finished_results(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Ctrl-C cancels what is in flight, keeps what finished, prints the summary, exits 130."""
+    items = prompts(tag, 5) + [
+        {"id": f"hang{i}", "prompt": f"[{tag}] {i} [[fault:hang]]"} for i in range(3)
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "trio_llm", *run_args(mock, source, out)],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out.exists() and len(out.read_bytes().splitlines()) >= 5):
+            assert process.poll() is None, "the run ended although three prompts hang"
+            assert time.monotonic() < deadline, "the five answerable prompts never finished"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    text = stderr.decode("utf-8", "replace")
+    assert process.returncode == 130, text
+    assert "interrupted" in text
+    assert "trio-llm run" in text  # the summary table
+    assert "rerun the same command to resume" in text
+    assert stdout == b""
+    lines = read_jsonl(out)
+    assert sorted(line["id"] for line in lines if "content" in line) == [f"q{i}" for i in range(5)]
+
+
+# --- events and secrets -----------------------------------------------------------------------
+
+
+def test_log_json_writes_one_event_per_line(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """--log-json FILE gets every event as a JSON object with a timestamp and level."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 3))
+    log = tmp_path / "events.jsonl"
+    done = cli(
+        *run_args(mock, source, tmp_path / "out.jsonl", "--log-json", str(log)), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    events = read_jsonl(log)
+    names = [event["event"] for event in events]
+    assert names[0] == "run.started"
+    assert names.count("request.sent") == 3
+    assert names.count("request.succeeded") == 3
+    assert "run.finished" in names
+    assert all(isinstance(event["ts"], float) and "level" in event for event in events)
+    assert {e["key_id"] for e in events if e["event"] == "request.succeeded"} == {FINGERPRINT}
+    (finished,) = [e for e in events if e["event"] == "run.finished"]
+    assert finished["succeeded"] == 3
+
+
+def test_the_api_key_never_appears_anywhere(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """The key shows nowhere (stdout, stderr, OUTPUT, failed file, JSON log), only sk-…3456."""
+    items = [
+        *prompts(tag, 3),
+        {"id": "bad", "prompt": f"[{tag}] [[fault:context_length]]"},
+        {"id": "flaky", "prompt": f"[{tag}] [[fault:500*1]]"},
+        {"id": "np"},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out, failed, log = tmp_path / "out.jsonl", tmp_path / "failed.jsonl", tmp_path / "log.jsonl"
+    done = cli(
+        *run_args(mock, source, out, "--failed", str(failed), "--log-json", str(log)),
+        cwd=tmp_path,
+    )
+    piped = cli(*run_args(mock, source, "-", "--log-json", str(log)), cwd=tmp_path)
+    assert done.returncode == piped.returncode == 1
+    texts = {
+        "stdout": done.stdout + piped.stdout,
+        "stderr": done.stderr + piped.stderr,
+        "OUTPUT": out.read_text(encoding="utf-8"),
+        "failed": failed.read_text(encoding="utf-8"),
+        "log": log.read_text(encoding="utf-8"),
+    }
+    assert all(texts.values())
+    for where, text in texts.items():
+        assert SECRET not in text, where
+        assert "abcdef123456" not in text, where
+    key_ids = {e["key_id"] for e in read_jsonl(log) if "key_id" in e}
+    assert key_ids == {FINGERPRINT}
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def test_demo_runs_on_its_own_mock_with_full_accuracy(tmp_path: Path) -> None:
+    """`trio-llm demo` starts its own mock server and gets every arithmetic answer right."""
+    done = cli("demo", "--n", "30", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "accuracy 100.0% (30/30)" in done.stderr
+    assert "trio-llm demo" in done.stderr
+    assert "rate-limit floor" in done.stderr
