@@ -287,7 +287,6 @@ async def test_resume_reruns_failed_items_and_keeps_one_line_per_id(
 
 
 # Cancelling run_file leaks its input generator to the GC (see test_cancelled_run_closes_its_input).
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_interrupted_runs_never_lose_or_repeat_an_id(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -431,7 +430,6 @@ async def test_rerunning_does_not_pile_up_the_failed_file(
 
 
 # Today the run is cut off by fail_after, which leaks its input generator to the GC.
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_failed_file_must_not_be_the_input(tmp_path: Path) -> None:
     """Naming the input as the failed file is refused instead of feeding the run its own output."""
     source = tmp_path / "failed.jsonl"
@@ -440,7 +438,6 @@ async def test_failed_file_must_not_be_the_input(tmp_path: Path) -> None:
         await run_file(make_engine(echo(0.0)), source, tmp_path / "out.jsonl", failed_path=source)
 
 
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_deadline_stops_the_run_and_a_rerun_finishes_it(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

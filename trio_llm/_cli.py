@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-llm",
         description="Run LLM API calls at the providers' rate limits, with nothing lost.",
+        epilog="examples:\n"
+        "  trio-llm demo                           # the built-in mock server, no key needed\n"
+        "  trio-llm run prompts.jsonl -o answers.jsonl --model gpt-4o-mini --rpm 500\n"
+        "  trio-llm mock-server --port 8000 --rpm 600 --latency 0.2\n"
+        "see `trio-llm run --help` for the batch options",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trio-llm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -15,6 +15,7 @@ Output lines carry the same id: ``{"id", "content", "finish_reason", "usage", "c
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -126,7 +127,8 @@ def output_line(result: Result, fmt: InputFormat) -> dict[str, Any]:
                 "body": raw if raw is not None else _synthetic_body(result),
             }
         return {
-            "id": f"batch_req_{result.index}",
+            # Stable across reruns (resume), like the custom_id it derives from.
+            "id": "batch_req_" + hashlib.sha256(str(result.id).encode()).hexdigest()[:24],
             "custom_id": result.id,
             "response": response,
             "error": None

@@ -125,6 +125,8 @@ class OutputJournal:
         assert self.path is not None
         kept: set[str] = set()
         fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        # The rewritten file keeps the permissions the output had (mkstemp makes it 0600).
+        os.chmod(temp, stat.S_IMODE(self.path.stat().st_mode))
         try:
             with os.fdopen(fd, "wb") as out:
                 for raw in self._lines():
