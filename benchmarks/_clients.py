@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -49,11 +50,21 @@ def prompts(n: int, prefix: str = "hello") -> list[str]:
 
 
 def bare_trio_httpx(
-    base_url: str, key: str, items: Sequence[str], *, concurrency: int, shards: int
+    base_url: str,
+    key: str,
+    items: Sequence[str],
+    *,
+    concurrency: int,
+    shards: int,
+    transports: bool = False,
 ) -> ClientRun:
-    """A plain trio + httpx worker loop: no limits, no retries, no events."""
+    """A plain trio + httpx worker loop: no limits, no retries, no events.
+
+    With ``transports``, requests go straight to ``httpx.AsyncHTTPTransport`` shards (as the
+    engine's HTTP layer does) instead of through ``AsyncClient.post``.
+    """
     url = f"{base_url}/chat/completions"
-    headers = {"authorization": f"Bearer {key}"}
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     ok = failed = 0
 
     async def main() -> None:
@@ -61,12 +72,23 @@ def bare_trio_httpx(
         per_shard = math.ceil(concurrency / shards)
         limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
         clients = [httpx.AsyncClient(limits=limits, timeout=60) for _ in range(shards)]
+        pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards)]
+        parsed = httpx.URL(url)
         counter = iter(range(len(items)))
 
-        async def worker(client: httpx.AsyncClient) -> None:
+        async def worker(shard: int) -> None:
             nonlocal ok, failed
+            client, pool = clients[shard], pools[shard]
             for index in counter:
-                response = await client.post(url, json=_body(items[index]), headers=headers)
+                content = json.dumps(_body(items[index])).encode()
+                if transports:
+                    response = await pool.handle_async_request(
+                        httpx.Request("POST", parsed, headers=headers, content=content)
+                    )
+                    await response.aread()
+                    await response.aclose()
+                else:
+                    response = await client.post(url, content=content, headers=headers)
                 if response.status_code == 200:
                     response.json()
                     ok += 1
@@ -76,10 +98,12 @@ def bare_trio_httpx(
         try:
             async with trio.open_nursery() as nursery:
                 for i in range(concurrency):
-                    nursery.start_soon(worker, clients[i % shards])
+                    nursery.start_soon(worker, i % shards)
         finally:
             for client in clients:
                 await client.aclose()
+            for pool in pools:
+                await pool.aclose()
 
     started = time.perf_counter()
     trio.run(main)

@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse_options(__doc__ or "", argv, runs=5)
     n = options.n or (1000 if options.quick else 5000)
     items = prompts(n)
-    runs: dict[str, list[float]] = {k: [] for k in ("bare1", "bare4", "engine", "progress")}
+    runs: dict[str, list[float]] = {
+        k: [] for k in ("bare1", "bare4", "transport4", "engine", "progress")
+    }
     with MockServerProcess(MockServerConfig()) as server:
         url = server.base_url
         bare_trio_httpx(url, "warmup", items[:200], concurrency=CONCURRENCY, shards=2)
@@ -73,16 +75,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs["bare4"].append(
                 bare_trio_httpx(url, "k", items, concurrency=CONCURRENCY, shards=4).requests_per_s
             )
+            runs["transport4"].append(
+                bare_trio_httpx(
+                    url, "k", items, concurrency=CONCURRENCY, shards=4, transports=True
+                ).requests_per_s
+            )
             engine, _ = engine_run(url, ["bench-key"], items, concurrency=CONCURRENCY)
             runs["engine"].append(engine.requests_per_s)
             runs["progress"].append(_engine_with_progress(url, items).requests_per_s)
         server_kind = server.server
     best_bare = max(median(runs["bare1"]), median(runs["bare4"]))
+    transport_rps = median(runs["transport4"])
     engine_rps = median(runs["engine"])
     progress_rps = median(runs["progress"])
     rows = [
         ["bare trio + httpx, 1 client", median(runs["bare1"]), median(runs["bare1"]) / best_bare],
         ["bare trio + httpx, 4 clients", median(runs["bare4"]), median(runs["bare4"]) / best_bare],
+        [
+            "bare trio + httpx transports (no AsyncClient), 4 pools",
+            transport_rps,
+            transport_rps / best_bare,
+        ],
         ["trio-llm engine", engine_rps, engine_rps / best_bare],
         ["trio-llm engine + progress display", progress_rps, progress_rps / best_bare],
     ]
@@ -98,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "progress_on_vs_off": progress_rps / engine_rps,
             "engine_rps": engine_rps,
             "best_bare_rps": best_bare,
+            "engine_vs_bare_transports": engine_rps / transport_rps,
         },
         notes=[
             f"engine / best bare loop = {engine_rps / best_bare:.3f} (goal >= 0.9); "

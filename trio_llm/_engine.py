@@ -204,9 +204,13 @@ class _Run:
                     scope.cancel()
 
     @contextlib.contextmanager
-    def item_scope(self) -> Iterator[trio.CancelScope]:
-        """A cancel scope for one item, cancelled when the run stops."""
-        scope = trio.CancelScope()
+    def item_scope(self, timeout: float | None) -> Iterator[trio.CancelScope]:
+        """A cancel scope for one item, cancelled when the run stops or after ``timeout``."""
+        scope = (
+            trio.CancelScope()
+            if timeout is None
+            else trio.CancelScope(deadline=trio.current_time() + timeout)
+        )
         if self.stopped is not None:
             scope.cancel()
         self._item_scopes.add(scope)
@@ -555,19 +559,20 @@ class Engine:
             return self._not_done(run, item.index, 0, request.id)
         completion: Completion | None = None
         failure: ProviderError | None = None
-        with run.item_scope() as scope:
-            item_deadline = self.retry.deadline
-            with trio.move_on_after(item_deadline if item_deadline else math.inf) as timer:
-                try:
-                    completion = await self._with_retries(run, http, item.index, request, attempts)
-                except ProviderError as exc:
-                    failure = exc
-            if timer.cancelled_caught:
-                failure = ProviderError(
-                    ErrorKind.DEADLINE, f"gave up after the item's deadline of {item_deadline}s"
-                )
-        if scope.cancelled_caught or (completion is None and failure is None):
-            return self._not_done(run, item.index, attempts.count, request.id)
+        item_deadline = self.retry.deadline
+        # One cancel scope per item: the run's soft stop cancels it, and it carries the item's
+        # own deadline, if any (a scope costs a few microseconds; a million items feel it).
+        with run.item_scope(item_deadline) as scope:
+            try:
+                completion = await self._with_retries(run, http, item.index, request, attempts)
+            except ProviderError as exc:
+                failure = exc
+        if scope.cancelled_caught:
+            if run.stopped is not None:
+                return self._not_done(run, item.index, attempts.count, request.id)
+            failure = ProviderError(
+                ErrorKind.DEADLINE, f"gave up after the item's deadline of {item_deadline}s"
+            )
         latency = 0.0 if attempts.first_sent is None else trio.current_time() - attempts.first_sent
         if completion is None:
             assert failure is not None
@@ -951,10 +956,9 @@ async def _aiter(source: Source) -> AsyncGenerator[Prompt, None]:
         async for item in source:
             yield item
     else:
+        # No checkpoint of its own: the producer's channel send is one.
         for item in source:
             yield item
-            # Let the workers run between items of a fast synchronous source.
-            await trio.lowlevel.checkpoint()
 
 
 def _length(source: Source) -> int | None:

@@ -13,6 +13,8 @@ from ._base import Completion, HttpRequest, error_from_response
 
 __all__ = ["OpenAICompatible"]
 
+_VERSION = "0.1.0"
+
 
 @final
 class OpenAICompatible:
@@ -45,7 +47,12 @@ class OpenAICompatible:
         self._model = model
         self._name = name
         self._url = f"{self.base_url}/chat/completions"
-        self._headers = {"content-type": "application/json", **(headers or {})}
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "user-agent": f"trio-llm/{_VERSION}",
+            **(headers or {}),
+        }
 
     def __repr__(self) -> str:
         return f"OpenAICompatible(base_url={self.base_url!r}, model={self._model!r})"
