@@ -81,14 +81,18 @@ def bare_trio_httpx(
             client, pool = clients[shard], pools[shard]
             for index in counter:
                 content = json.dumps(_body(items[index])).encode()
-                if transports:
-                    response = await pool.handle_async_request(
-                        httpx.Request("POST", parsed, headers=headers, content=content)
-                    )
-                    await response.aread()
-                    await response.aclose()
-                else:
-                    response = await client.post(url, content=content, headers=headers)
+                try:
+                    if transports:
+                        response = await pool.handle_async_request(
+                            httpx.Request("POST", parsed, headers=headers, content=content)
+                        )
+                        await response.aread()
+                        await response.aclose()
+                    else:
+                        response = await client.post(url, content=content, headers=headers)
+                except httpx.TransportError:
+                    failed += 1  # a bare loop has no retries: the request is lost
+                    continue
                 if response.status_code == 200:
                     response.json()
                     ok += 1

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # 2. TPM-bound: 2 keys, mixed prompt lengths.
     tpm = 30_000
-    mixed = _mixed_prompts(n // 4 if quick else 300)
+    mixed = _mixed_prompts(48 if quick else 300)
     total_tokens = sum(_tokens(p) for p in mixed)
     floor = total_tokens / (len(KEYS2) * tpm / 60) + LATENCY
     config = MockServerConfig(keys=KEYS2, rpm=10_000, tpm=tpm, latency=LATENCY)

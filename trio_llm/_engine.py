@@ -68,11 +68,13 @@ class EngineStatistics:
 
     Attributes:
         in_flight: requests sent and not answered yet.
+        scheduled: requests holding a concurrency slot, waiting for their key's moment.
         waiting: requests ready to go but held back by the concurrency cap.
         keys: every key's state.
     """
 
     in_flight: int
+    scheduled: int
     waiting: int
     keys: tuple[KeyStatistics, ...]
 
@@ -484,8 +486,12 @@ class Engine:
         )
 
     def _report_keys(self) -> None:
-        keys = [attrs.asdict(stats) for stats in self._key_statistics()]
-        self.events.emit(ev.KEYS_UPDATED, keys=keys, in_flight=self._limiter.borrowed_tokens)
+        stats = self._key_statistics()
+        self.events.emit(
+            ev.KEYS_UPDATED,
+            keys=[attrs.asdict(s) for s in stats],
+            in_flight=sum(s.in_flight for s in stats),
+        )
 
     async def _report_keys_every(self, interval: float) -> None:
         while True:
@@ -494,10 +500,13 @@ class Engine:
 
     def statistics(self) -> EngineStatistics:
         """A snapshot: requests in flight, and every key's state."""
+        keys = self._key_statistics()
+        sent = sum(k.in_flight for k in keys)
         return EngineStatistics(
-            in_flight=self._limiter.borrowed_tokens,
+            in_flight=sent,
+            scheduled=max(0, self._limiter.borrowed_tokens - sent),
             waiting=self._limiter.statistics().tasks_waiting,
-            keys=self._key_statistics(),
+            keys=keys,
         )
 
     def _key_statistics(self) -> tuple[KeyStatistics, ...]:
@@ -953,8 +962,16 @@ class ResultStream:
 
 async def _aiter(source: Source) -> AsyncGenerator[Prompt, None]:
     if isinstance(source, AsyncIterable):
-        async for item in source:
-            yield item
+        iterator = aiter(source)
+        try:
+            async for item in iterator:
+                yield item
+        finally:
+            # A run that stops early closes the caller's async generator too (an input file
+            # it holds open should not wait for the garbage collector).
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
     else:
         # No checkpoint of its own: the producer's channel send is one.
         for item in source:
