@@ -84,11 +84,16 @@ def render_tty(snap: SummarySnapshot) -> RenderableType:
             str(key.get("in_flight", 0)),
             _number(key.get("rpm")),
             _number(key.get("tpm")),
-            _number(key.get("requests_left")),
-            _number(key.get("tokens_left")),
+            # A negative level is requests already scheduled on the key: nothing is left.
+            _number(_left(key.get("requests_left"))),
+            _number(_left(key.get("tokens_left"))),
             _key_state(key),
         )
     return Group(head, rates, keys) if snap.keys else Group(head, rates)
+
+
+def _left(value: float | None) -> float | None:
+    return None if value is None else max(0.0, value)
 
 
 def _number(value: float | None) -> str:
