@@ -483,3 +483,23 @@ def test_budget_needs_a_known_price() -> None:
     )
     with pytest.raises(trio_llm.ConfigurationError, match="HINT"):
         engine.stream(["x"], budget_usd=1.0)
+
+
+async def test_cancelling_gives_back_the_rate_limit_capacity_it_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Requests waiting for their key's moment hold capacity; cancelling returns all of it."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(100)
+        return completion("late")
+
+    # 10 requests/s, capacity 10, starting half full: 5 go at once, 45 wait their turn.
+    engine = make_engine(handler, concurrency=50, limits=Limits(rpm=600))
+    with trio.move_on_after(0.05):
+        await engine.map([str(i) for i in range(50)])
+    [key] = engine.statistics().keys
+    assert key.requests_left is not None
+    # The 5 sent keep their units; the 45 reservations came back: 0.05 s of refill remains.
+    assert key.requests_left == pytest.approx(0.5)
+    assert key.in_flight == 0

@@ -22,6 +22,7 @@ from ._models import Result as Result
 from ._models import Usage as Usage
 from ._pricing import ModelPrice as ModelPrice
 from ._pricing import PriceTable as PriceTable
+from ._providers import AnthropicMessages as AnthropicMessages
 from ._providers import Completion as Completion
 from ._providers import HttpRequest as HttpRequest
 from ._providers import OpenAICompatible as OpenAICompatible
@@ -33,6 +34,7 @@ from ._tokens import CharEstimator as CharEstimator
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnthropicMessages",
     "ApiKey",
     "BreakerPolicy",
     "BucketStatistics",

@@ -1,6 +1,14 @@
 """Providers turn a ``Request`` into an HTTP request and a response into a ``Completion``."""
 
+from ._anthropic import AnthropicMessages
 from ._base import Completion, HttpRequest, Provider, error_from_response
 from ._openai import OpenAICompatible
 
-__all__ = ["Completion", "HttpRequest", "OpenAICompatible", "Provider", "error_from_response"]
+__all__ = [
+    "AnthropicMessages",
+    "Completion",
+    "HttpRequest",
+    "OpenAICompatible",
+    "Provider",
+    "error_from_response",
+]

@@ -1,0 +1,136 @@
+"""Anthropic's Messages API (``POST {base_url}/messages``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, final
+
+from .._errors import ConfigurationError, ProviderError
+from .._headers import RateLimitInfo, parse_rate_limit_headers
+from .._models import ErrorKind, Request, Usage
+from ._base import Completion, HttpRequest, error_from_response
+
+__all__ = ["AnthropicMessages"]
+
+#: The API version sent with every request.
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+@final
+class AnthropicMessages:
+    """Anthropic's Messages API.
+
+    The same ``Request`` as for OpenAI-compatible servers: system messages become the
+    ``system`` field, ``max_tokens`` (required by Anthropic) defaults to ``default_max_tokens``,
+    and other body fields pass through untouched. Rate limits come from the
+    ``anthropic-ratelimit-*`` headers; 529 ``overloaded_error`` is an overload.
+
+    Args:
+        base_url: the API root, ``https://api.anthropic.com/v1`` by default.
+        model: the model every request uses unless its params name another.
+        default_max_tokens: ``max_tokens`` for requests that set none.
+        name: a label for events and summaries.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "https://api.anthropic.com/v1",
+        model: str = "claude-haiku-4-5",
+        *,
+        default_max_tokens: int = 1024,
+        name: str = "anthropic",
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"base_url must start with http:// or https://, got {base_url!r}\n"
+                "HINT: AnthropicMessages(base_url='https://api.anthropic.com/v1', model=...)"
+            )
+        if not model:
+            raise ConfigurationError("model must be a non-empty string")
+        self.base_url = base_url.rstrip("/")
+        self._model = model
+        self._name = name
+        self._url = f"{self.base_url}/messages"
+        self.default_max_tokens = default_max_tokens
+
+    def __repr__(self) -> str:
+        return f"AnthropicMessages(base_url={self.base_url!r}, model={self._model!r})"
+
+    @property
+    def name(self) -> str:
+        """A label for events and summaries."""
+        return self._name
+
+    @property
+    def model(self) -> str:
+        """The default model."""
+        return self._model
+
+    def build_body(self, request: Request) -> dict[str, Any]:
+        """The Messages API body for ``request``."""
+        body: dict[str, Any] = {"model": self._model, "max_tokens": self.default_max_tokens}
+        params = dict(request.params)
+        if "max_completion_tokens" in params:
+            params["max_tokens"] = params.pop("max_completion_tokens")
+        for unsupported in ("stream", "stream_options", "n"):
+            params.pop(unsupported, None)
+        body.update(params)
+        system = [m["content"] for m in request.messages if m.get("role") == "system"]
+        if system and "system" not in body:
+            body["system"] = "\n\n".join(str(part) for part in system)
+        body["messages"] = [dict(m) for m in request.messages if m.get("role") != "system"]
+        return body
+
+    def build_request(self, request: Request, api_key: str) -> HttpRequest:
+        """POST the body to ``/messages`` with an ``x-api-key``."""
+        return HttpRequest(
+            method="POST",
+            url=self._url,
+            headers={
+                "content-type": "application/json",
+                "accept": "application/json",
+                "x-api-key": api_key,
+                "anthropic-version": ANTHROPIC_VERSION,
+            },
+            content=json.dumps(self.build_body(request), separators=(",", ":")).encode(),
+        )
+
+    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
+        """The text blocks, stop reason and usage; errors as ``ProviderError``."""
+        if not 200 <= status < 300:
+            raise error_from_response(status, headers, body)
+        request_id = headers.get("request-id") or headers.get("x-request-id")
+        try:
+            data = json.loads(body)
+            blocks = data["content"]
+            text = "".join(
+                block["text"]
+                for block in blocks
+                if isinstance(block, Mapping) and block.get("type") == "text"
+            )
+            usage_data = data.get("usage") or {}
+            usage = Usage(
+                prompt_tokens=int(usage_data.get("input_tokens") or 0),
+                completion_tokens=int(usage_data.get("output_tokens") or 0),
+            )
+            stop = data.get("stop_reason")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProviderError(
+                ErrorKind.MALFORMED,
+                f"HTTP {status} with a body that is not a Messages response "
+                f"({exc.__class__.__name__})",
+                status=status,
+                request_id=request_id,
+            ) from None
+        return Completion(
+            text=text,
+            finish_reason=stop if isinstance(stop, str) else None,
+            usage=usage,
+            request_id=request_id,
+            raw=data,
+        )
+
+    def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
+        """``anthropic-ratelimit-*`` headers and Retry-After."""
+        return parse_rate_limit_headers(headers)
