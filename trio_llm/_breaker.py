@@ -22,9 +22,10 @@ from typing import final
 import attrs
 import trio
 
+from ._events import BREAKER_CLOSED, BREAKER_OPENED, EventHub
 from ._models import ErrorKind
 
-__all__ = ["BREAKER_FAILURES", "BreakerPolicy", "BreakerState", "CircuitBreaker"]
+__all__ = ["BREAKER_FAILURES", "BreakerPolicy", "BreakerState", "CircuitBreaker", "announce"]
 
 #: The kinds of failure that count against a breaker.
 BREAKER_FAILURES = frozenset(
@@ -125,6 +126,16 @@ class CircuitBreaker:
             return self._open(now)
         return None
 
+    def record(self, succeeded: bool, failure: ErrorKind | None) -> BreakerState | None:
+        """How an attempt ended (a success, a failure of ``failure``'s kind, or neither);
+        returns the new state if it changed."""
+        if succeeded:
+            return self.succeeded()
+        if failure is not None:
+            return self.failed(failure)
+        self.finished()
+        return None
+
     def finished(self) -> None:
         """A request ended with an outcome that says nothing about the endpoint (a 429, a 400,
         a cancellation): it no longer counts as a probe in flight."""
@@ -142,3 +153,25 @@ class CircuitBreaker:
         if self.state is not BreakerState.OPEN:
             return 0.0
         return max(0.0, self._open_until - trio.current_time())
+
+
+def announce(
+    events: EventHub,
+    breaker: CircuitBreaker,
+    changed: BreakerState | None,
+    *,
+    scope: str,
+    key_id: str | None,
+    failure: ErrorKind | None,
+) -> None:
+    """Emit ``breaker.opened`` / ``breaker.closed`` for a state change."""
+    if changed is BreakerState.OPEN:
+        events.emit(
+            BREAKER_OPENED,
+            scope=scope,
+            key_id=key_id,
+            open_s=breaker.open_for,
+            reason=None if failure is None else failure.value,
+        )
+    elif changed is BreakerState.CLOSED:
+        events.emit(BREAKER_CLOSED, scope=scope, key_id=key_id)

@@ -35,7 +35,7 @@ import stamina
 import trio
 
 from . import _events as ev
-from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from ._breaker import BreakerPolicy, CircuitBreaker, announce
 from ._config import Limits, RetryPolicy
 from ._errors import ConfigurationError, InputError, NoKeysLeftError, ProviderError
 from ._events import EventConsumer, EventHub
@@ -875,23 +875,8 @@ class Engine:
     def _provider_outcome(
         self, breaker: CircuitBreaker, succeeded: bool, failure: ErrorKind | None
     ) -> None:
-        if succeeded:
-            changed = breaker.succeeded()
-        elif failure is not None:
-            changed = breaker.failed(failure)
-        else:
-            breaker.finished()
-            changed = None
-        if changed is BreakerState.OPEN:
-            self.events.emit(
-                ev.BREAKER_OPENED,
-                scope="provider",
-                key_id=None,
-                open_s=breaker.open_for,
-                reason=None if failure is None else failure.value,
-            )
-        elif changed is BreakerState.CLOSED:
-            self.events.emit(ev.BREAKER_CLOSED, scope="provider", key_id=None)
+        changed = breaker.record(succeeded, failure)
+        announce(self.events, breaker, changed, scope="provider", key_id=None, failure=failure)
 
 
 @final

@@ -29,7 +29,7 @@ import attrs
 import trio
 
 from . import _events as ev
-from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker, announce
 from ._config import Limits
 from ._errors import ConfigurationError, NoKeysLeftError
 from ._headers import RateLimitInfo
@@ -724,24 +724,18 @@ class KeyPool:
     ) -> None:
         breaker = state.breaker
         assert breaker is not None
-        if succeeded:
-            changed = breaker.succeeded()
-        elif failure is not None:
-            changed = breaker.failed(failure)
-        else:
-            breaker.finished()
-            changed = None
+        changed = breaker.record(succeeded, failure)
+        announce(
+            self._events,
+            breaker,
+            changed,
+            scope="key",
+            key_id=state.key.fingerprint,
+            failure=failure,
+        )
         if changed is BreakerState.OPEN:
-            self._events.emit(
-                ev.BREAKER_OPENED,
-                scope="key",
-                key_id=state.key.fingerprint,
-                open_s=breaker.open_for,
-                reason=None if failure is None else failure.value,
-            )
             self._reschedule(state, repick=True)
         elif changed is BreakerState.CLOSED:
-            self._events.emit(ev.BREAKER_CLOSED, scope="key", key_id=state.key.fingerprint)
             self._reschedule(state)
 
     def _recover(self, state: _KeyState, now: float) -> None:

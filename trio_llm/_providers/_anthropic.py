@@ -6,10 +6,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, final
 
-from .._errors import ConfigurationError, ProviderError
+from .._errors import ConfigurationError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
-from .._models import ErrorKind, Request, Usage
-from ._base import Completion, HttpRequest, error_from_response
+from .._models import Request, Usage
+from ._base import Completion, HttpRequest, error_from_response, malformed
 
 __all__ = ["AnthropicMessages"]
 
@@ -116,13 +116,7 @@ class AnthropicMessages:
             )
             stop = data.get("stop_reason")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ProviderError(
-                ErrorKind.MALFORMED,
-                f"HTTP {status} with a body that is not a Messages response "
-                f"({exc.__class__.__name__})",
-                status=status,
-                request_id=request_id,
-            ) from None
+            raise malformed(status, request_id, "a Messages response", exc) from None
         return Completion(
             text=text,
             finish_reason=stop if isinstance(stop, str) else None,

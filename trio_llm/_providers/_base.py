@@ -16,10 +16,10 @@ import attrs
 
 from .._errors import ProviderError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
-from .._models import Request, Usage
+from .._models import ErrorKind, Request, Usage
 from .._retry import classify_status
 
-__all__ = ["Completion", "HttpRequest", "Provider", "error_from_response"]
+__all__ = ["Completion", "HttpRequest", "Provider", "error_from_response", "malformed"]
 
 
 @attrs.frozen(kw_only=True)
@@ -120,4 +120,14 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
         request_id=headers.get("x-request-id") or headers.get("request-id"),
         code=code or error_type,
         should_retry=info.should_retry,
+    )
+
+
+def malformed(status: int, request_id: str | None, what: str, exc: Exception) -> ProviderError:
+    """A ``ProviderError`` for a 2xx whose body is not the ``what`` we expected."""
+    return ProviderError(
+        ErrorKind.MALFORMED,
+        f"HTTP {status} with a body that is not {what} ({exc.__class__.__name__})",
+        status=status,
+        request_id=request_id,
     )

@@ -6,10 +6,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, final
 
-from .._errors import ConfigurationError, ProviderError
+from .._errors import ConfigurationError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
-from .._models import ErrorKind, Request, Usage
-from ._base import Completion, HttpRequest, error_from_response
+from .._models import Request, Usage
+from ._base import Completion, HttpRequest, error_from_response, malformed
 
 __all__ = ["OpenAICompatible"]
 
@@ -114,13 +114,7 @@ class OpenAICompatible:
             )
             finish = choice.get("finish_reason")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ProviderError(
-                ErrorKind.MALFORMED,
-                f"HTTP {status} with a body that is not a chat completion "
-                f"({exc.__class__.__name__})",
-                status=status,
-                request_id=request_id,
-            ) from None
+            raise malformed(status, request_id, "a chat completion", exc) from None
         return Completion(
             text=text,
             finish_reason=finish if isinstance(finish, str) else None,
