@@ -40,16 +40,17 @@ def _run(n: int, error_rate: float) -> dict[str, Any]:
         seed=11,
     )
     prompts = [f"fault benchmark question {i}" for i in range(n)]
-    engine = trio_llm.Engine(
-        provider=trio_llm.OpenAICompatible(base_url="http://placeholder/v1", model="mock-gpt"),
-        keys=[*GOOD, INVALID],
-        limits=trio_llm.Limits(rpm=RPM),
-        timeout=3.0,
-        concurrency=64,
-        retry=trio_llm.RetryPolicy(attempts=8, wait_initial=0.25, wait_max=4.0, wait_jitter=0.25),
-    )
     with MockServerProcess(config) as server:
-        engine.provider = trio_llm.OpenAICompatible(base_url=server.base_url, model="mock-gpt")
+        engine = trio_llm.Engine(
+            provider=trio_llm.OpenAICompatible(base_url=server.base_url, model="mock-gpt"),
+            keys=[*GOOD, INVALID],
+            limits=trio_llm.Limits(rpm=RPM),
+            timeout=3.0,
+            concurrency=64,
+            retry=trio_llm.RetryPolicy(
+                attempts=8, wait_initial=0.25, wait_max=4.0, wait_jitter=0.25
+            ),
+        )
         started = time.perf_counter()
         results = trio.run(engine.map, prompts)
         wall = time.perf_counter() - started

@@ -291,9 +291,7 @@ class Engine:
         self._endpoints = [
             Endpoint(route, self.events, limits or Limits(), breaker) for route in routes
         ]
-        #: The (first) route's provider and key pool.
-        self.provider = self._endpoints[0].provider
-        self.pool = self._endpoints[0].pool
+
         self.concurrency = concurrency
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -308,6 +306,16 @@ class Engine:
         self._http: HttpPool | None = None
         self._service: trio.Nursery | None = None
         self._stack: contextlib.AsyncExitStack | None = None
+
+    @property
+    def provider(self) -> Provider:
+        """The (first) route's provider."""
+        return self._endpoints[0].provider
+
+    @property
+    def pool(self) -> KeyPool:
+        """The (first) route's key pool."""
+        return self._endpoints[0].pool
 
     def __repr__(self) -> str:
         where = ", ".join(f"{e.provider!r} with {e.pool!r}" for e in self._endpoints)
@@ -556,6 +564,7 @@ class Engine:
             self.events.emit(
                 ev.REQUEST_FAILED,
                 index=item.index,
+                id=item.problem.item_id,
                 attempts=0,
                 kind=error.kind.value,
                 status=None,
@@ -595,6 +604,7 @@ class Engine:
             self.events.emit(
                 ev.REQUEST_FAILED,
                 index=item.index,
+                id=request.id,
                 attempts=attempts.count,
                 kind=error.kind.value,
                 status=error.status,
@@ -614,6 +624,7 @@ class Engine:
         self.events.emit(
             ev.REQUEST_SUCCEEDED,
             index=item.index,
+            id=request.id,
             attempt=attempts.count,
             key_id=attempts.key_id,
             latency_s=latency,
@@ -656,6 +667,7 @@ class Engine:
                 self.events.emit(
                     ev.REQUEST_RETRYING,
                     index=index,
+                    id=request.id,
                     attempt=attempts.count,
                     kind=exc.kind.value,
                     status=exc.status,
@@ -787,6 +799,7 @@ class Engine:
                     self.events.emit(
                         ev.REQUEST_SENT,
                         index=index,
+                        id=request.id,
                         attempt=attempts.count,
                         key_id=lease.key.fingerprint,
                         est_tokens=estimate,

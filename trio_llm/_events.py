@@ -14,14 +14,15 @@ The catalogue (name: when; fields):
 
 =====================  ======================================================================
 ``run.started``        a map/stream/run_file begins; ``run_id``, ``total`` (or None), ``keys``
-``run.finished``       it ended; ``run_id``, ``succeeded``, ``failed``, ``wall_s``, ``cancelled``
-``request.sent``       an attempt leaves; ``index``, ``attempt``, ``key_id``, ``est_tokens``
-``request.succeeded``  a completion arrived; ``index``, ``attempt``, ``key_id``, ``latency_s``,
-                       ``prompt_tokens``, ``completion_tokens``, ``cost_usd``
-``request.retrying``   an attempt failed and will be retried; ``index``, ``attempt``, ``kind``,
-                       ``status``, ``wait_s``, ``key_id``
-``request.failed``     the item failed for good; ``index``, ``attempts``, ``kind``, ``status``,
-                       ``message``
+``run.finished``       it ended; ``run_id``, ``succeeded``, ``failed``, ``wall_s``, ``stopped``
+``request.sent``       an attempt leaves; ``index``, ``id``, ``attempt``, ``key_id``,
+                       ``est_tokens``
+``request.succeeded``  a completion arrived; ``index``, ``id``, ``attempt``, ``key_id``,
+                       ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd``
+``request.retrying``   an attempt failed and will be retried; ``index``, ``id``, ``attempt``,
+                       ``kind``, ``status``, ``wait_s``, ``key_id``
+``request.failed``     the item failed for good; ``index``, ``id``, ``attempts``, ``kind``,
+                       ``status``, ``message``
 ``key.cooling``        a key waits out a 429; ``key_id``, ``cooling_s``
 ``key.dropped``        a key is out for the run; ``key_id``, ``reason``
 ``limits.updated``     a key's limits were learned or lowered; ``key_id``, ``rpm``, ``tpm``,
