@@ -180,7 +180,6 @@ class _Run:
 
     def __init__(
         self,
-        engine: Engine,
         total: int | None,
         *,
         deadline: float | None = None,
@@ -194,7 +193,6 @@ class _Run:
         self.read = 0
         self.abandoned = False
         self._item_scopes: set[trio.CancelScope] = set()
-        self._engine = engine
 
     def stop(self, kind: ErrorKind, message: str, *, cancel_in_flight: bool = True) -> None:
         """End the run softly: queued items (and in-flight ones, if ``cancel_in_flight``)
@@ -424,12 +422,12 @@ class Engine:
                     "price table\nHINT: Engine(prices=trio_llm.PriceTable.load('prices.toml')) "
                     "or `trio-llm run --prices prices.toml`"
                 )
-        return _Run(self, _length(prompts), deadline=deadline, budget_usd=budget_usd)
+        return _Run(_length(prompts), deadline=deadline, budget_usd=budget_usd)
 
     async def complete(self, prompt: Prompt) -> Result:
         """Send one request (with retries) and return its result: for a service's handlers."""
         request = to_request(prompt)
-        run = _Run(self, 1)
+        run = _Run(1)
         async with self._session() as http:
             return await self._process(run, http, _Item(0, request))
 

@@ -29,7 +29,7 @@ class CharEstimator:
 
     The completion counts as ``max_tokens`` when the request sets it (that is what providers
     reserve). Otherwise it is a high guess from the completions seen so far in this run (fed by
-    ``observe``): their mean plus twice their mean deviation, starting at
+    ``observe``): their mean plus three times their mean deviation, starting at
     ``default_completion``. Guessing high costs little (the difference comes back when the
     response arrives); guessing low sends requests the server then refuses with a 429.
     """
@@ -53,7 +53,7 @@ class CharEstimator:
         if cap is not None:
             return cap
         if self._completions:
-            return math.ceil(self._mean + 2 * self._deviation)
+            return math.ceil(self._mean + 3 * self._deviation)
         return self.default_completion
 
     def __call__(self, request: Request) -> int:

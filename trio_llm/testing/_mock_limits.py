@@ -45,6 +45,9 @@ def format_reset(seconds: float) -> str:
     return f"{secs}s"
 
 
+_EPSILON = 1e-6
+
+
 @final
 class LeakyBucket:
     """A bucket of *limit per minute* that refills continuously and may go into debt.
@@ -75,7 +78,9 @@ class LeakyBucket:
         """Return how long until *cost* is admissible: 0.0 if it is now."""
         needed = min(cost, self.capacity)
         shortfall = needed - self.level(now)
-        return 0.0 if shortfall <= 0 else shortfall / self.rate
+        # Refilling in float steps can leave a full bucket a hair (1e-13) below its capacity;
+        # a real server counts whole tokens, so such a hair is not a shortfall.
+        return 0.0 if shortfall <= _EPSILON else shortfall / self.rate
 
     def charge(self, cost: float, now: float) -> None:
         """Take *cost* out of the bucket (the caller checked :meth:`wait_for` first)."""
