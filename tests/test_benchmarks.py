@@ -80,7 +80,7 @@ def test_overhead_runs_small(tmp_path: Path) -> None:
         ["--quick", "--n", "300", "--runs", "1", "--json", str(tmp_path / "o.json")]
     )
     summary = document["summary"]
-    assert len(document["rows"]) == 5
+    assert len(document["rows"]) == 6
     assert summary["engine_rps"] > 0
     assert summary["engine_vs_best_bare"] > 0
     assert summary["progress_on_vs_off"] > 0
