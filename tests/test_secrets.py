@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from trio_llm import ApiKey, KeyPool
 from trio_llm._secrets import fingerprint
 
-LONG = "sk-proj-0123456789abcdefghijklmnopqrstuvwxyz"
+LONG = "sk-proj-test-0123-4567-89ab-cdef-wxyz"  # fake, and not shaped like a real key
 
 
 def test_fingerprint_of_long_key_shows_prefix_and_last_four() -> None:
