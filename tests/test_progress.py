@@ -190,6 +190,7 @@ def _snapshot(**overrides: Any) -> SummarySnapshot:
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "cost_usd": 0.0,
+        "priced": True,
         "in_flight": 0,
         "wall_s": 0.0,
         "keys": (),
@@ -320,3 +321,11 @@ async def test_terminal_mode_draws_the_live_panel_and_a_final_frame(
     assert "4 ok" in final
     assert "cooling 2.5s" in final
     assert "dropped (auth)" in final
+
+
+def test_cost_is_na_when_the_model_price_is_unknown() -> None:
+    """Answers with no known price show the cost as n/a, not as $0."""
+    unpriced = _snapshot(succeeded=5, priced=False)
+    assert unpriced.cost_text == "n/a"
+    assert "n/a" in render_plain(unpriced)
+    assert _snapshot(succeeded=5, cost_usd=0.25).cost_text == "$0.2500"

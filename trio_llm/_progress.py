@@ -50,7 +50,7 @@ def render_plain(snap: SummarySnapshot) -> str:
         f"{snap.done}/{total} done, {snap.succeeded} ok, {snap.failed} failed | "
         f"{snap.requests_per_s:.1f} req/s, {snap.tokens_per_s:.0f} tok/s | "
         f"in flight {snap.in_flight} | retries {snap.retries}, 429s {snap.rate_limited} | "
-        f"${snap.cost_usd:.4f} | ETA {_duration(snap.eta_s)}"
+        f"{snap.cost_text} | ETA {_duration(snap.eta_s)}"
     )
 
 
@@ -72,7 +72,7 @@ def render_tty(snap: SummarySnapshot) -> RenderableType:
     rates = Text(
         f"{snap.requests_per_s:.1f} req/s  {snap.tokens_per_s:.0f} tok/s  "
         f"in flight {snap.in_flight}  retries {snap.retries}  429s {snap.rate_limited}  "
-        f"cost ${snap.cost_usd:.4f}  elapsed {_duration(snap.wall_s)}",
+        f"cost {snap.cost_text}  elapsed {_duration(snap.wall_s)}",
         style="dim",
     )
     keys = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
@@ -116,7 +116,7 @@ def render_summary_table(snap: SummarySnapshot, *, title: str = "Run summary") -
     table.add_row(
         "tokens (prompt + completion)", f"{snap.prompt_tokens} + {snap.completion_tokens}"
     )
-    table.add_row("cost", f"${snap.cost_usd:.4f}")
+    table.add_row("cost", snap.cost_text)
     table.add_row("wall time", f"{snap.wall_s:.2f}s")
     table.add_row("requests/s", f"{snap.requests_per_s:.1f}")
     for dropped in snap.dropped_keys:

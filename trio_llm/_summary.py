@@ -33,11 +33,17 @@ class SummarySnapshot:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    priced: bool  # False when no answer had a known price (the model is not in the table)
     in_flight: int
     wall_s: float
     keys: tuple[dict[str, Any], ...]
     dropped_keys: tuple[str, ...]
     stopped: str | None
+
+    @property
+    def cost_text(self) -> str:
+        """The cost so far, or ``n/a`` when the model's price is unknown."""
+        return f"${self.cost_usd:.4f}" if self.priced or not self.succeeded else "n/a"
 
     @property
     def done(self) -> int:
@@ -80,6 +86,7 @@ class RunSummary:
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._cost = 0.0
+        self._priced = False
         self._in_flight = 0
         self._keys: tuple[dict[str, Any], ...] = ()
         self._dropped: list[str] = []
@@ -96,7 +103,10 @@ class RunSummary:
             self._succeeded += 1
             self._prompt_tokens += event_dict.get("prompt_tokens") or 0
             self._completion_tokens += event_dict.get("completion_tokens") or 0
-            self._cost += event_dict.get("cost_usd") or 0.0
+            cost = event_dict.get("cost_usd")
+            if cost is not None:
+                self._cost += cost
+                self._priced = True
         elif name == ev.REQUEST_RETRYING:
             self._retries += 1
             if event_dict.get("status") == 429:
@@ -135,6 +145,7 @@ class RunSummary:
             prompt_tokens=self._prompt_tokens,
             completion_tokens=self._completion_tokens,
             cost_usd=self._cost,
+            priced=self._priced,
             in_flight=self._in_flight,
             wall_s=wall,
             keys=self._keys,
