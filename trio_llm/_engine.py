@@ -776,7 +776,7 @@ class Engine:
                 while True:
                     endpoint = await self._choose_endpoint(estimate)
                     try:
-                        lease = await endpoint.pool.acquire(estimate)
+                        lease = await endpoint.pool.acquire(estimate, checkpoint=False)
                         break
                     except NoKeysLeftError:
                         # Its last key went while we chose it: another endpoint may remain.
