@@ -3,11 +3,16 @@
 ::
 
     source ─► producer ─► bounded channel ─► N workers ─► results channel ─► map / stream
-                                               │ per attempt: key pool → CapacityLimiter →
-                                               │ cancel scope → HTTP → classify → feedback
+                                               │ per attempt: CapacityLimiter → endpoint and
+                                               │ key (rate reservation) → cancel scope →
+                                               │ HTTP → classify → feedback to the buckets
 
 The producer reads the source lazily into a channel a few times the number of workers, so
 memory stays flat for millions of inputs. Every input ends as exactly one ``Result``.
+
+The concurrency slot is taken *before* the key's rate reservation (the design notes list them
+the other way round): a request then leaves the moment its reservation is due, instead of
+reserving while every slot is busy and leaving late, together with others, as a burst.
 """
 
 from __future__ import annotations
