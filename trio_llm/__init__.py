@@ -30,8 +30,7 @@ from ._providers import Provider as Provider
 from ._routes import Route as Route
 from ._secrets import ApiKey as ApiKey
 from ._tokens import CharEstimator as CharEstimator
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "AnthropicMessages",

@@ -6,10 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, final
 
-from .._errors import ConfigurationError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
 from .._models import Request, Usage
-from ._base import Completion, HttpRequest, error_from_response, malformed
+from ._base import Completion, HttpRequest, checked_base_url, error_from_response, malformed
 
 __all__ = ["AnthropicMessages"]
 
@@ -41,14 +40,9 @@ class AnthropicMessages:
         default_max_tokens: int = 1024,
         name: str = "anthropic",
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"base_url must start with http:// or https://, got {base_url!r}\n"
-                "HINT: AnthropicMessages(base_url='https://api.anthropic.com/v1', model=...)"
-            )
-        if not model:
-            raise ConfigurationError("model must be a non-empty string")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = checked_base_url(
+            base_url, model, "AnthropicMessages(base_url='https://api.anthropic.com/v1', model=...)"
+        )
         self._model = model
         self._name = name
         self._url = f"{self.base_url}/messages"

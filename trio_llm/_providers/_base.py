@@ -14,12 +14,19 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .._errors import ProviderError
+from .._errors import ConfigurationError, ProviderError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
 from .._models import ErrorKind, Request, Usage
 from .._retry import classify_status
 
-__all__ = ["Completion", "HttpRequest", "Provider", "error_from_response", "malformed"]
+__all__ = [
+    "Completion",
+    "HttpRequest",
+    "Provider",
+    "checked_base_url",
+    "error_from_response",
+    "malformed",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -131,3 +138,15 @@ def malformed(status: int, request_id: str | None, what: str, exc: Exception) ->
         status=status,
         request_id=request_id,
     )
+
+
+def checked_base_url(base_url: str, model: str, example: str) -> str:
+    """``base_url`` without a trailing slash, after checking it and ``model`` (``example`` is
+    the right call, shown in the hint)."""
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"base_url must start with http:// or https://, got {base_url!r}\nHINT: {example}"
+        )
+    if not model:
+        raise ConfigurationError("model must be a non-empty string")
+    return base_url.rstrip("/")

@@ -6,14 +6,12 @@ import json
 from collections.abc import Mapping
 from typing import Any, final
 
-from .._errors import ConfigurationError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
 from .._models import Request, Usage
-from ._base import Completion, HttpRequest, error_from_response, malformed
+from .._version import __version__
+from ._base import Completion, HttpRequest, checked_base_url, error_from_response, malformed
 
 __all__ = ["OpenAICompatible"]
-
-_VERSION = "0.1.0"
 
 
 @final
@@ -36,21 +34,16 @@ class OpenAICompatible:
         name: str = "openai",
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"base_url must start with http:// or https://, got {base_url!r}\n"
-                "HINT: OpenAICompatible(base_url='http://127.0.0.1:8000/v1', model=...)"
-            )
-        if not model:
-            raise ConfigurationError("model must be a non-empty string")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = checked_base_url(
+            base_url, model, "OpenAICompatible(base_url='http://127.0.0.1:8000/v1', model=...)"
+        )
         self._model = model
         self._name = name
         self._url = f"{self.base_url}/chat/completions"
         self._headers = {
             "content-type": "application/json",
             "accept": "application/json",
-            "user-agent": f"trio-llm/{_VERSION}",
+            "user-agent": f"trio-llm/{__version__}",
             **(headers or {}),
         }
 
