@@ -23,14 +23,9 @@ import attrs
 import trio
 
 from ._events import BREAKER_CLOSED, BREAKER_OPENED, EventHub
-from ._models import ErrorKind
+from ._policy import POLICY, ErrorKind
 
-__all__ = ["BREAKER_FAILURES", "BreakerPolicy", "BreakerState", "CircuitBreaker", "announce"]
-
-#: The kinds of failure that count against a breaker.
-BREAKER_FAILURES = frozenset(
-    {ErrorKind.SERVER_ERROR, ErrorKind.OVERLOADED, ErrorKind.TIMEOUT, ErrorKind.CONNECTION}
-)
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "announce"]
 
 
 class BreakerState(enum.StrEnum):
@@ -115,7 +110,7 @@ class CircuitBreaker:
     def failed(self, kind: ErrorKind) -> BreakerState | None:
         """A request failed with ``kind``; returns the new state if it changed."""
         self._probe_done()
-        if kind not in BREAKER_FAILURES:
+        if not POLICY[kind].breaker:
             return None
         now = trio.current_time()
         if self.state is BreakerState.HALF_OPEN:

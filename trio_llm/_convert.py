@@ -23,9 +23,8 @@ from typing import Any
 import attrs
 import cattrs
 
-from ._engine import to_request
 from ._errors import InputError
-from ._models import ErrorInfo, Request, Result, Usage
+from ._models import ErrorInfo, Request, Result, Usage, to_request
 
 __all__ = ["InputFormat", "converter", "is_done", "output_id", "output_line", "parse_input_line"]
 

@@ -28,11 +28,10 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
-    Mapping,
     Sequence,
 )
 from types import TracebackType
-from typing import Any, TypeAlias, final
+from typing import TypeAlias, final
 
 import attrs
 import httpx
@@ -46,19 +45,16 @@ from ._errors import ConfigurationError, InputError, NoKeysLeftError, ProviderEr
 from ._events import EventConsumer, EventHub
 from ._http import BodyError, HttpPool
 from ._keys import KeyPool, KeyStatistics
-from ._models import ErrorInfo, ErrorKind, Request, Result, Usage
+from ._models import ErrorInfo, ErrorKind, Prompt, Request, Result, Usage, to_request
+from ._policy import KeyAction, Retry, rule_for
 from ._pricing import PriceTable
 from ._providers import Completion, Provider
-from ._retry import KEY_PROBLEMS, is_retryable
 from ._routes import Endpoint, Route
 from ._secrets import ApiKey
 from ._tokens import CharEstimator, Estimator
 
-__all__ = ["Engine", "EngineStatistics", "Prompt", "ResultStream", "to_request"]
+__all__ = ["Engine", "EngineStatistics", "ResultStream"]
 
-#: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a
-#: ``Request``, or a dict in the shape of an OpenAI request body (or ``{"id", "prompt"}``).
-Prompt: TypeAlias = str | Request | Sequence[Mapping[str, Any]] | Mapping[str, Any]
 Source: TypeAlias = Iterable[Prompt] | AsyncIterable[Prompt]
 
 _run_ids = itertools.count(1)
@@ -82,61 +78,6 @@ class EngineStatistics:
     scheduled: int
     waiting: int
     keys: tuple[KeyStatistics, ...]
-
-
-def to_request(item: object, *, source: str = "<input>", line: int | None = None) -> Request:
-    """Turn one input item into a ``Request``, or raise ``InputError`` saying what is wrong."""
-    if isinstance(item, Request):
-        return item
-    if isinstance(item, str):
-        return Request.from_prompt(item)
-    if isinstance(item, Mapping):
-        try:
-            return _request_from_mapping(item, source=source, line=line)
-        except InputError as exc:
-            raw_id = item.get("id", item.get("custom_id"))
-            if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool):
-                exc.item_id = str(raw_id)
-            raise
-    if isinstance(item, Sequence):
-        _check_messages(item, source=source, line=line, field="$")
-        return Request.from_messages(tuple(item))
-    raise InputError(
-        f"cannot make a request from {type(item).__name__}; give a string, a messages list, "
-        "a request body dict or a trio_llm.Request",
-        source=source,
-        line=line,
-    )
-
-
-def _request_from_mapping(item: Mapping[str, Any], *, source: str, line: int | None) -> Request:
-    item_id = item.get("id", item.get("custom_id"))
-    if item_id is not None and (not isinstance(item_id, (str, int)) or isinstance(item_id, bool)):
-        raise InputError("id must be a string or a number", source=source, line=line, field="$.id")
-    item_id = None if item_id is None else str(item_id)
-    if "messages" in item:
-        _check_messages(item["messages"], source=source, line=line, field="$.messages")
-        return Request.from_body({k: v for k, v in item.items() if k != "id"}, id=item_id)
-    if "prompt" in item:
-        prompt = item["prompt"]
-        if not isinstance(prompt, str):
-            raise InputError("prompt must be a string", source=source, line=line, field="$.prompt")
-        params = {k: v for k, v in item.items() if k not in ("id", "prompt")}
-        return Request.from_prompt(prompt, id=item_id, **params)
-    raise InputError("needs a prompt or messages", source=source, line=line, field="$.prompt")
-
-
-def _check_messages(messages: object, *, source: str, line: int | None, field: str) -> None:
-    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
-        raise InputError("messages must be a non-empty list", source=source, line=line, field=field)
-    for position, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message:
-            raise InputError(
-                "each message needs a role and content",
-                source=source,
-                line=line,
-                field=f"{field}[{position}]",
-            )
 
 
 @attrs.define(eq=False)
@@ -701,9 +642,10 @@ class Engine:
 
     def _retry_wait(self, exc: ProviderError) -> bool | float:
         """False: give up. A float: wait exactly that long. True: stamina's backoff."""
-        if exc.kind is ErrorKind.NO_KEYS or not is_retryable(exc.kind, exc.should_retry):
+        rule = rule_for(exc.kind, exc.should_retry)
+        if exc.kind is ErrorKind.NO_KEYS or rule.retry is Retry.NO:
             return False
-        if exc.kind in KEY_PROBLEMS:
+        if rule.key is KeyAction.DROP:
             return 0.0  # the key is dropped; the next attempt takes another one at once
         retry_after = exc.retry_after
         if exc.kind is ErrorKind.RATE_LIMITED:
@@ -850,7 +792,7 @@ class Engine:
                     if exc.kind is ErrorKind.RATE_LIMITED:
                         admitted = False
                         pool.rate_limited(lease, exc.retry_after, info)
-                    elif exc.kind in KEY_PROBLEMS:
+                    elif rule_for(exc.kind).key is KeyAction.DROP:
                         admitted = False
                         pool.drop(lease, f"{exc.kind.value} (HTTP {exc.status})")
                     raise

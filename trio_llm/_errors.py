@@ -12,7 +12,7 @@ Exceptions reach the caller only for misuse, for bad input files, and for cancel
 
 from __future__ import annotations
 
-from ._models import ErrorKind
+from ._policy import ErrorKind
 
 __all__ = [
     "ConfigurationError",

@@ -6,39 +6,15 @@ All are frozen attrs classes; (un)structuring to JSON goes through the one conve
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import attrs
 
-__all__ = ["ErrorInfo", "ErrorKind", "Request", "Result", "Usage"]
+from ._errors import InputError
+from ._policy import POLICY, ErrorKind
 
-
-class ErrorKind(enum.StrEnum):
-    """Why an attempt or an item failed. ``_retry.classify`` maps every failure to one kind.
-
-    The taxonomy (what the engine does with each kind) is documented in ``_retry``.
-    """
-
-    RATE_LIMITED = "rate_limited"  # 429 rate_limit_exceeded
-    OVERLOADED = "overloaded"  # 529, 503: the provider as a whole is busy
-    SERVER_ERROR = "server_error"  # other 5xx, 409
-    TIMEOUT = "timeout"  # our per-attempt timeout, or 408 from the server
-    CONNECTION = "connection"  # connect error, reset, dropped mid-response
-    MALFORMED = "malformed"  # a 200 whose body is not the JSON we expect
-    BAD_REQUEST = "bad_request"  # 400 and other 4xx not listed here
-    CONTEXT_LENGTH = "context_length"  # 400 context_length_exceeded
-    NOT_FOUND = "not_found"  # 404 (wrong model or URL)
-    UNPROCESSABLE = "unprocessable"  # 422
-    AUTH = "auth"  # 401 / 403: the key is bad
-    QUOTA = "quota"  # 429 insufficient_quota: the key has no money left
-    # Items that were never (fully) sent:
-    NO_KEYS = "no_keys"  # every key was dropped
-    DEADLINE = "deadline"  # the request's or the run's deadline passed
-    CANCELLED = "cancelled"  # the run was cancelled (Ctrl-C, caller left)
-    BUDGET = "budget"  # --budget reached before this item was sent
-    INVALID_INPUT = "invalid_input"  # the input item could not become a request
+__all__ = ["ErrorInfo", "ErrorKind", "Prompt", "Request", "Result", "Usage", "to_request"]
 
 
 @attrs.frozen(kw_only=True)
@@ -75,18 +51,7 @@ class ErrorInfo:
     @property
     def retryable(self) -> bool:
         """Whether running the item again later may succeed (it was not the input's fault)."""
-        return self.kind not in _NOT_RETRYABLE
-
-
-_NOT_RETRYABLE = frozenset(
-    {
-        ErrorKind.BAD_REQUEST,
-        ErrorKind.CONTEXT_LENGTH,
-        ErrorKind.NOT_FOUND,
-        ErrorKind.UNPROCESSABLE,
-        ErrorKind.INVALID_INPUT,
-    }
-)
+        return POLICY[self.kind].rerun
 
 
 def _freeze_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -185,3 +150,63 @@ class Result:
     key_id: str | None = None
     cost_usd: float | None = None
     raw: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
+
+
+#: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a
+#: ``Request``, or a dict in the shape of an OpenAI request body (or ``{"id", "prompt"}``).
+Prompt: TypeAlias = str | Request | Sequence[Mapping[str, Any]] | Mapping[str, Any]
+
+
+def to_request(item: object, *, source: str = "<input>", line: int | None = None) -> Request:
+    """Turn one input item into a ``Request``, or raise ``InputError`` saying what is wrong."""
+    if isinstance(item, Request):
+        return item
+    if isinstance(item, str):
+        return Request.from_prompt(item)
+    if isinstance(item, Mapping):
+        try:
+            return _request_from_mapping(item, source=source, line=line)
+        except InputError as exc:
+            raw_id = item.get("id", item.get("custom_id"))
+            if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool):
+                exc.item_id = str(raw_id)
+            raise
+    if isinstance(item, Sequence):
+        _check_messages(item, source=source, line=line, field="$")
+        return Request.from_messages(tuple(item))
+    raise InputError(
+        f"cannot make a request from {type(item).__name__}; give a string, a messages list, "
+        "a request body dict or a trio_llm.Request",
+        source=source,
+        line=line,
+    )
+
+
+def _request_from_mapping(item: Mapping[str, Any], *, source: str, line: int | None) -> Request:
+    item_id = item.get("id", item.get("custom_id"))
+    if item_id is not None and (not isinstance(item_id, (str, int)) or isinstance(item_id, bool)):
+        raise InputError("id must be a string or a number", source=source, line=line, field="$.id")
+    item_id = None if item_id is None else str(item_id)
+    if "messages" in item:
+        _check_messages(item["messages"], source=source, line=line, field="$.messages")
+        return Request.from_body({k: v for k, v in item.items() if k != "id"}, id=item_id)
+    if "prompt" in item:
+        prompt = item["prompt"]
+        if not isinstance(prompt, str):
+            raise InputError("prompt must be a string", source=source, line=line, field="$.prompt")
+        params = {k: v for k, v in item.items() if k not in ("id", "prompt")}
+        return Request.from_prompt(prompt, id=item_id, **params)
+    raise InputError("needs a prompt or messages", source=source, line=line, field="$.prompt")
+
+
+def _check_messages(messages: object, *, source: str, line: int | None, field: str) -> None:
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise InputError("messages must be a non-empty list", source=source, line=line, field=field)
+    for position, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise InputError(
+                "each message needs a role and content",
+                source=source,
+                line=line,
+                field=f"{field}[{position}]",
+            )

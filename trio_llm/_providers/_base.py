@@ -2,7 +2,7 @@
 
 A provider builds the HTTP request for one ``Request`` with one key, and parses the response
 into a ``Completion`` — or raises ``ProviderError`` with the kind from the one taxonomy in
-``trio_llm._retry``. The engine does everything else (keys, limits, retries, timeouts).
+``trio_llm._policy``. The engine does everything else (keys, limits, retries, timeouts).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import attrs
 from .._errors import ConfigurationError, ProviderError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
 from .._models import ErrorKind, Request, Usage
-from .._retry import classify_status
+from .._policy import classify_status
 
 __all__ = [
     "Completion",
