@@ -63,8 +63,8 @@ def parse_options(
 
 
 def quiet_logs() -> None:
-    """A benchmark is an application: it may configure structlog. Retries are counted from
-    trio-llm's own events; stamina's process-wide retry warnings would only flood the table."""
+    """A benchmark is an application: it may configure structlog, and keeps other libraries'
+    log lines out of its tables (retries are counted from trio-llm's own events)."""
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
         cache_logger_on_first_use=True,

@@ -74,3 +74,21 @@ def make_engine(handler: Handler, **kwargs: Any) -> trio_llm.Engine:
         transport=httpx.MockTransport(handler),
         **kwargs,
     )
+
+
+class SocketLikeASGITransport(httpx.AsyncBaseTransport):
+    """``httpx.ASGITransport`` that fails like a socket when the app hangs up.
+
+    The mock's ``drop`` fault closes the connection without a response: over a real socket
+    httpx raises ``RemoteProtocolError``, while ``ASGITransport`` trips an ``assert`` of its
+    own. This maps the one to the other, so in-process runs see what real ones do.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except AssertionError as exc:
+            raise httpx.RemoteProtocolError("server disconnected without a response") from exc

@@ -94,7 +94,6 @@ async def test_a_failing_key_is_set_aside_while_the_other_carries_on(
     engine, seen = _engine_events(
         handler, keys=["sk-key-one-0bad", "sk-key-two-good"], concurrency=1
     )
-    engine.breaker = None  # only the key breakers in this test
     results = await engine.map([str(i) for i in range(30)])
     assert all(r.ok for r in results)
     opened = [e for e in seen if e["event"] == "breaker.opened"]

@@ -277,7 +277,7 @@ async def test_fatal_error_is_not_retried(autojump_clock: trio.testing.MockClock
 
 
 async def test_server_error_is_retried_with_backoff(autojump_clock: trio.testing.MockClock) -> None:
-    """A 500 is retried after stamina's exponential backoff and then succeeds."""
+    """A 500 is retried after an exponential backoff and then succeeds."""
     times: list[float] = []
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -323,7 +323,8 @@ async def test_retry_after_beyond_the_ceiling_is_reported_not_waited(
 async def test_every_key_dropped_ends_the_run_promptly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """With every key refused (401), all items fail fast and none hangs."""
+    """With every key refused (401), all items fail fast, none hangs, and each error keeps
+    the server's words and status, with the keys' fingerprints (not a bare "no keys")."""
 
     async def handler(request: httpx.Request) -> httpx.Response:
         return error(401, "Incorrect API key", code="invalid_api_key")
@@ -332,9 +333,14 @@ async def test_every_key_dropped_ends_the_run_promptly(
     results = await engine.map([str(i) for i in range(20)])
     assert len(results) == 20
     assert not any(r.ok for r in results)
-    kinds = {r.error.kind for r in results if r.error}
-    assert kinds <= {ErrorKind.NO_KEYS, ErrorKind.AUTH}
-    assert ErrorKind.NO_KEYS in kinds
+    errors = [r.error for r in results if r.error]
+    assert {e.kind for e in errors} == {ErrorKind.AUTH}
+    assert {e.status for e in errors} == {401}
+    assert all("Incorrect API key" in e.message for e in errors)
+    unsent = [r for r in results if r.attempts == 0]
+    assert unsent
+    fingerprints = [k.key_id for k in engine.statistics().keys]
+    assert all(all(f in r.error.message for f in fingerprints) for r in unsent if r.error)
     assert trio.current_time() < 1
 
 
@@ -351,7 +357,7 @@ async def test_a_dropped_key_moves_its_request_to_another(
     engine = make_engine(handler, keys=["revoked-key-0001", "valid-key-000002"])
     results = await engine.map([str(i) for i in range(10)])
     assert all(r.ok for r in results)
-    assert [k.dropped is not None for k in engine.pool.statistics()] == [True, False]
+    assert [k.dropped is not None for k in engine.statistics().keys] == [True, False]
 
 
 async def test_run_deadline_keeps_finished_results(autojump_clock: trio.testing.MockClock) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -10,6 +12,7 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from _fakes import SocketLikeASGITransport
 
 import trio_llm
 from trio_llm import ErrorKind, RetryPolicy
@@ -41,7 +44,7 @@ async def test_mixed_faults_every_input_accounted_for(
     engine = _engine(
         "http://mock.test/v1",
         (*GOOD_KEYS, "sk-invalid-key-000003"),
-        transport=httpx.ASGITransport(app=MockApp(config)),
+        transport=SocketLikeASGITransport(MockApp(config)),
         timeout=5.0,
         concurrency=64,
     )
@@ -57,7 +60,7 @@ async def test_mixed_faults_every_input_accounted_for(
     # Every retryable fault recovered; only the non-retryable one (a 400) failed.
     assert {r.error.kind for r in failed if r.error} <= {ErrorKind.CONTEXT_LENGTH}
     assert len(failed) < 0.03 * len(prompts)
-    dropped = [k for k in engine.pool.statistics() if k.dropped]
+    dropped = [k for k in engine.statistics().keys if k.dropped]
     assert [k.key_id for k in dropped] == ["sk-…0003"]
 
 
@@ -130,7 +133,9 @@ async def test_a_recognisable_key_appears_nowhere(tmp_path: Any) -> None:
     assert "sk-…7654" in text  # the revoked key is named by fingerprint when dropped
 
 
-async def test_retry_events_are_ours_not_staminas(autojump_clock: trio.testing.MockClock) -> None:
+async def test_each_retry_is_one_request_retrying_event(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Each retry is one request.retrying event with the wait, kind and status."""
     calls = collections.Counter[str]()
 
@@ -157,3 +162,42 @@ async def test_retry_events_are_ours_not_staminas(autojump_clock: trio.testing.M
         (1, 503, "overloaded"),
         (2, 503, "overloaded"),
     ]
+
+
+LIBRARY_PROGRAM = """
+import httpx, trio, trio_llm
+
+calls = 0
+
+async def handler(request):
+    global calls
+    calls += 1
+    if calls <= 3:
+        return httpx.Response(503, json={"error": {"message": "busy"}})
+    return httpx.Response(
+        200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}
+    )
+
+engine = trio_llm.Engine(
+    provider=trio_llm.OpenAICompatible(base_url="http://x.test/v1", model="m"),
+    keys=["sk-one-key-000000001"],
+    transport=httpx.MockTransport(handler),
+    retry=trio_llm.RetryPolicy(wait_initial=0.01, wait_max=0.01, wait_jitter=0.0),
+)
+[result] = trio.run(engine.map, ["x"])
+assert result.ok and result.attempts == 4, result
+"""
+
+
+def test_a_library_that_never_configured_logging_prints_nothing() -> None:
+    """A program that uses the engine and never configures logging gets no output from it,
+    not even on retries (stamina's process-wide retry warnings used to reach stderr)."""
+    done = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", LIBRARY_PROGRAM],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b""
+    assert done.stderr == b""

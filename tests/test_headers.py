@@ -65,13 +65,15 @@ def test_parse_duration_rejects_negative_nan_and_inf(text: str) -> None:
 
 # --- OpenAI -------------------------------------------------------------------------------
 
+# OpenAI's documented example, with a reset a per-minute token bucket can have (the docs show
+# "6m0s", which no one-minute window can take to refill: see the Groq test below).
 OPENAI = {
     "x-ratelimit-limit-requests": "60",
     "x-ratelimit-remaining-requests": "59",
     "x-ratelimit-reset-requests": "1s",
     "x-ratelimit-limit-tokens": "150000",
     "x-ratelimit-remaining-tokens": "149984",
-    "x-ratelimit-reset-tokens": "6m0s",
+    "x-ratelimit-reset-tokens": "6ms",
 }
 
 
@@ -83,7 +85,7 @@ def test_openai_headers_are_read() -> None:
         requests_reset_s=1.0,
         tokens_limit=150000.0,
         tokens_remaining=149984.0,
-        tokens_reset_s=360.0,
+        tokens_reset_s=0.006,
     )
 
 
@@ -94,7 +96,7 @@ def test_header_names_are_case_insensitive_with_httpx_headers() -> None:
     headers["Retry-After"] = "3"
     info = parse_rate_limit_headers(headers, now_wall=NOON)
     assert info.requests_limit == 60.0
-    assert info.tokens_reset_s == 360.0
+    assert info.tokens_reset_s == 0.006
     assert info.should_retry is True
     assert info.retry_after_s == 3.0
 
@@ -371,3 +373,105 @@ def test_arbitrary_header_values_never_raise(headers: dict[str, str]) -> None:
         if isinstance(value, float):
             assert value >= 0
             assert not math.isnan(value)
+
+
+# --- values that make no sense, and other dialects ---------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "0.0"])
+def test_a_limit_of_zero_or_below_is_ignored(limit: str) -> None:
+    """A limit <= 0 would stop every request forever: it is ignored, not obeyed."""
+    info = parse_rate_limit_headers(
+        {"x-ratelimit-limit-requests": limit, "x-ratelimit-remaining-requests": "0"}
+    )
+    assert info.requests_limit is None
+
+
+def test_remaining_above_the_limit_is_ignored() -> None:
+    """A remaining count larger than its own limit contradicts itself and is dropped."""
+    info = parse_rate_limit_headers(
+        {"x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "5000"}
+    )
+    assert info.tokens_limit == 1000.0
+    assert info.tokens_remaining is None
+
+
+def test_groq_requests_per_day_are_not_learned_as_per_minute() -> None:
+    """Groq's x-ratelimit-limit-requests is per day (its reset of minutes says so): it is not
+    a per-minute limit, while its per-minute tokens are.
+
+    From https://console.groq.com/docs/rate-limits ("x-ratelimit-limit-requests: Always refers
+    to Requests Per Day (RPD)"; example reset-requests 2m59.56s, reset-tokens 7.66s).
+    """
+    info = parse_rate_limit_headers(
+        {
+            "x-ratelimit-limit-requests": "14400",
+            "x-ratelimit-limit-tokens": "18000",
+            "x-ratelimit-remaining-requests": "14370",
+            "x-ratelimit-remaining-tokens": "17997",
+            "x-ratelimit-reset-requests": "2m59.56s",
+            "x-ratelimit-reset-tokens": "7.66s",
+        },
+        now_wall=NOON,
+    )
+    assert info.requests_limit is None
+    assert info.requests_remaining == 14370.0
+    assert info.tokens_limit == 18000.0
+    assert info.wait_s is None
+
+
+def test_a_used_up_daily_quota_says_how_long_to_wait() -> None:
+    """Nothing remaining in a window longer than a minute: wait until its reset."""
+    info = parse_rate_limit_headers(
+        {
+            "x-ratelimit-limit-requests": "14400",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "2m59.56s",
+        },
+        now_wall=NOON,
+    )
+    assert info.wait_s == pytest.approx(179.56)
+
+
+def test_used_up_without_a_reset_waits_for_the_next_calendar_minute() -> None:
+    """Remaining 0 and no reset header (LiteLLM's fixed calendar-minute window) means the next
+    minute, not one second."""
+    info = parse_rate_limit_headers(
+        {"x-ratelimit-limit-requests": "30", "x-ratelimit-remaining-requests": "0"},
+        now_wall=NOON + 42.5,
+    )
+    assert info.requests_limit == 30.0
+    assert info.wait_s == pytest.approx(17.5)
+
+
+def test_an_openai_bucket_at_zero_is_not_a_window_wait() -> None:
+    """Remaining 0 with a reset within a minute is a refilling bucket: the buckets pace it."""
+    info = parse_rate_limit_headers(
+        {
+            "x-ratelimit-limit-requests": "60",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "1s",
+        }
+    )
+    assert info.wait_s is None
+
+
+def test_litellm_prefixed_retry_after_is_read() -> None:
+    """LiteLLM forwards the provider's Retry-After as llm_provider-retry-after."""
+    info = parse_rate_limit_headers({"llm_provider-retry-after": "7"})
+    assert info.retry_after_s == 7.0
+
+
+def test_litellm_virtual_key_limits_are_read() -> None:
+    """LiteLLM's per-virtual-key x-ratelimit-api_key-* family stands in for the plain names."""
+    info = parse_rate_limit_headers(
+        {
+            "x-ratelimit-api_key-limit-requests": "100",
+            "x-ratelimit-api_key-remaining-requests": "40",
+            "x-ratelimit-api_key-limit-tokens": "10000",
+            "x-ratelimit-api_key-remaining-tokens": "9000",
+        },
+        now_wall=NOON,
+    )
+    assert (info.requests_limit, info.requests_remaining) == (100.0, 40.0)
+    assert (info.tokens_limit, info.tokens_remaining) == (10000.0, 9000.0)

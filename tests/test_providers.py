@@ -133,14 +133,14 @@ def test_insufficient_quota_is_a_key_problem() -> None:
 
 
 def test_vllm_error_body() -> None:
-    """vLLM/SGLang's {"object": "error", ...} is understood."""
+    """vLLM/SGLang's {"object": "error", ...} is understood, its context error included."""
     error = error_from_response(
         400,
         httpx.Headers(),
         b'{"object": "error", "message": "maximum context length is 4096 tokens", '
         b'"type": "BadRequestError", "param": null, "code": 400}',
     )
-    assert error.kind is ErrorKind.BAD_REQUEST
+    assert error.kind is ErrorKind.CONTEXT_LENGTH
     assert "maximum context length" in error.message
 
 

@@ -8,11 +8,10 @@ from ._engine import EngineStatistics as EngineStatistics
 from ._engine import ResultStream as ResultStream
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import InputError as InputError
-from ._errors import NoKeysLeftError as NoKeysLeftError
 from ._errors import ProviderError as ProviderError
+from ._errors import SourceError as SourceError
 from ._errors import TrioLLMError as TrioLLMError
 from ._keys import KeyPool as KeyPool
-from ._keys import KeyStatistics as KeyStatistics
 from ._limiter import BucketStatistics as BucketStatistics
 from ._limiter import TokenBucket as TokenBucket
 from ._models import ErrorInfo as ErrorInfo
@@ -28,6 +27,7 @@ from ._providers import HttpRequest as HttpRequest
 from ._providers import OpenAICompatible as OpenAICompatible
 from ._providers import Provider as Provider
 from ._routes import Route as Route
+from ._scheduler import KeyStatistics as KeyStatistics
 from ._secrets import ApiKey as ApiKey
 from ._tokens import CharEstimator as CharEstimator
 from ._version import __version__ as __version__
@@ -50,7 +50,6 @@ __all__ = [
     "KeyStatistics",
     "Limits",
     "ModelPrice",
-    "NoKeysLeftError",
     "OpenAICompatible",
     "PriceTable",
     "Provider",
@@ -60,6 +59,7 @@ __all__ = [
     "ResultStream",
     "RetryPolicy",
     "Route",
+    "SourceError",
     "TokenBucket",
     "TrioLLMError",
     "Usage",

@@ -85,8 +85,9 @@ class CircuitBreaker:
             if now < self._open_until:
                 return self._open_until - now
             self.state = BreakerState.HALF_OPEN
-        # Half-open: a few probes at a time; the others wait about one cool-off.
-        return 0.0 if self._in_probe < self.policy.probes else self._cool_off
+        # Half-open: a few probes at a time; the others wait until a probe's answer closes or
+        # reopens the breaker (whoever records it wakes them).
+        return 0.0 if self._in_probe < self.policy.probes else math.inf
 
     def started(self) -> None:
         """A request goes out now (counted as a probe while half-open)."""

@@ -195,8 +195,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _configure_structlog() -> None:
     """The CLI owns the process: events reach the user through the progress display, the
-    summary and --log-json, so structlog itself prints nothing (this also silences stamina's
-    own ``stamina.retry_scheduled`` warnings: our ``request.retrying`` events carry them)."""
+    summary and --log-json, so structlog itself prints nothing."""
     structlog.configure(
         processors=[structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),

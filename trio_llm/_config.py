@@ -6,6 +6,7 @@ request is sent.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import attrs
@@ -15,19 +16,31 @@ from ._errors import ConfigurationError
 __all__ = ["Limits", "RetryPolicy"]
 
 
+def _number(attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(
+            f"{attribute.name} must be a number, got {type(value).__name__} {value!r}"
+        )
+
+
 def _positive_or_none(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value > 0:
+    if value is None:
+        return
+    _number(attribute, value)
+    if not value > 0:
         raise ConfigurationError(
             f"{attribute.name} must be a positive number or None (unknown), got {value!r}"
         )
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    _number(attribute, value)
     if not value > 0:
         raise ConfigurationError(f"{attribute.name} must be positive, got {value!r}")
 
 
 def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    _number(attribute, value)
     if not value >= 0:
         raise ConfigurationError(f"{attribute.name} must be >= 0, got {value!r}")
 
@@ -52,7 +65,12 @@ class Limits:
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """How failed attempts are retried (through stamina).
+    """How failed attempts are retried.
+
+    The backoff is stamina's formula (exponential, capped, jittered); the loop is trio-llm's own,
+    so that it can honour the policy table (a dropped key is not an attempt, a 429 waits in the
+    key's queue) and so that a library that never configured logging stays silent (stamina's
+    instrumentation is process-wide and would print on every retry).
 
     Attributes:
         attempts: the most attempts per item, the first included.
@@ -64,6 +82,11 @@ class RetryPolicy:
             request moves to another key, or fails if there is none.
         deadline: seconds from an item's first attempt after which it is given up (``None`` =
             no per-item deadline).
+        rate_limit_window: an item refused with 429s is not given up before its 429s span
+            this many seconds, whatever ``attempts`` says (a server may refuse everything until
+            its minute window turns over, saying nothing of when).
+        malformed_attempts: the most attempts that may end in a malformed body (a server that
+            answers nonsense once mostly does so again).
     """
 
     attempts: int = attrs.field(default=8, validator=_positive)
@@ -73,3 +96,14 @@ class RetryPolicy:
     wait_exp_base: float = attrs.field(default=2.0, validator=_positive)
     max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
     deadline: float | None = attrs.field(default=None, validator=_positive_or_none)
+    rate_limit_window: float = attrs.field(default=60.0, validator=_non_negative)
+    malformed_attempts: int = attrs.field(default=2, validator=_positive)
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1-based): exponential, capped, jittered (the
+        formula stamina uses)."""
+        try:
+            exponential = self.wait_initial * self.wait_exp_base ** (retry - 1)
+        except OverflowError:
+            exponential = self.wait_max
+        return min(self.wait_max, exponential + random.uniform(0, self.wait_jitter))

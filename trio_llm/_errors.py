@@ -6,19 +6,27 @@ Exceptions reach the caller only for misuse, for bad input files, and for cancel
     TrioLLMError
      ├── ConfigurationError (also ValueError)   bad settings: fix the call, with a HINT
      ├── InputError (also ValueError)           a bad line in an input file: file, line, field
-     └── ProviderError                          one attempt failed (internal; becomes a Result)
-          └── NoKeysLeftError                   every key of the pool was dropped
+     ├── SourceError                            the caller's input iterator raised; carries the
+     │                                          results of what was read before (``results``)
+     └── ProviderError                          a provider's way to say a response is a failure
+                                                (the engine turns it into a failed Result)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from ._policy import ErrorKind
+
+if TYPE_CHECKING:
+    from ._models import Result
 
 __all__ = [
     "ConfigurationError",
     "InputError",
-    "NoKeysLeftError",
     "ProviderError",
+    "SourceError",
     "TrioLLMError",
 ]
 
@@ -59,6 +67,24 @@ class InputError(TrioLLMError, ValueError):
         self.reason = message
 
 
+class SourceError(TrioLLMError):
+    """The caller's input (a generator, an async iterator, a file being read) raised.
+
+    The run stopped reading; what had been read was finished. The original exception is the
+    ``__cause__``.
+
+    Attributes:
+        results: one ``Result`` per item read before the error, in input order.
+    """
+
+    def __init__(self, cause: BaseException, results: Sequence[Result]) -> None:
+        super().__init__(
+            f"the input source raised {type(cause).__name__}: {cause} "
+            f"(after {len(results)} items; their results are on .results)"
+        )
+        self.results = list(results)
+
+
 class ProviderError(TrioLLMError):
     """One attempt at a request failed.
 
@@ -96,10 +122,3 @@ class ProviderError(TrioLLMError):
 
     def __repr__(self) -> str:
         return f"ProviderError({self.kind.value!r}, {self.message!r}, status={self.status})"
-
-
-class NoKeysLeftError(ProviderError):
-    """Every key in the pool was dropped (401/403/insufficient_quota): nothing can be sent."""
-
-    def __init__(self, message: str = "every API key was dropped; nothing can be sent") -> None:
-        super().__init__(ErrorKind.NO_KEYS, message)

@@ -23,10 +23,12 @@ The catalogue (name: when; fields):
                        ``kind``, ``status``, ``wait_s``, ``key_id``
 ``request.failed``     the item failed for good; ``index``, ``id``, ``attempts``, ``kind``,
                        ``status``, ``message``
+``request.waiting``    a request must wait at least 5 s for its key (limits, a cooldown, a
+                       request larger than the bucket); ``key_id``, ``wait_s``, ``est_tokens``
 ``key.cooling``        a key waits out a 429; ``key_id``, ``cooling_s``
 ``key.dropped``        a key is out for the run; ``key_id``, ``reason``
-``limits.updated``     a key's limits were learned or lowered; ``key_id``, ``rpm``, ``tpm``,
-                       ``reason``
+``limits.updated``     a key's limits (for one model) were learned or lowered; ``key_id``,
+                       ``model``, ``rpm``, ``tpm``, ``reason``
 ``breaker.opened``     an endpoint kept failing: nothing is sent there for a while;
                        ``scope`` (``key`` or ``provider``), ``key_id``, ``open_s``, ``reason``
 ``breaker.closed``     a probe succeeded: the endpoint is used again; ``scope``, ``key_id``
@@ -55,6 +57,7 @@ __all__ = [
     "REQUEST_RETRYING",
     "REQUEST_SENT",
     "REQUEST_SUCCEEDED",
+    "REQUEST_WAITING",
     "RUN_FINISHED",
     "RUN_STARTED",
     "EventConsumer",
@@ -67,6 +70,7 @@ REQUEST_SENT: Final = "request.sent"
 REQUEST_SUCCEEDED: Final = "request.succeeded"
 REQUEST_RETRYING: Final = "request.retrying"
 REQUEST_FAILED: Final = "request.failed"
+REQUEST_WAITING: Final = "request.waiting"
 KEY_COOLING: Final = "key.cooling"
 KEY_DROPPED: Final = "key.dropped"
 LIMITS_UPDATED: Final = "limits.updated"
@@ -82,6 +86,7 @@ LEVELS: Final[dict[str, str]] = {
     REQUEST_SUCCEEDED: "debug",
     REQUEST_RETRYING: "info",
     REQUEST_FAILED: "warning",
+    REQUEST_WAITING: "info",
     KEY_COOLING: "info",
     KEY_DROPPED: "warning",
     LIMITS_UPDATED: "info",
@@ -115,6 +120,11 @@ class EventHub:
     def unsubscribe(self, consumer: EventConsumer) -> None:
         """Remove a consumer added with ``subscribe``."""
         self._consumers.remove(consumer)
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone receives events: hot paths skip building them when nobody does."""
+        return bool(self._consumers) or structlog.is_configured()
 
     def emit(self, event: str, **fields: Any) -> None:
         """Send one event to every consumer (and to structlog when it is configured)."""

@@ -6,9 +6,17 @@ Formats understood:
   reset as a Go-style duration (``1s``, ``6m0s``, ``120ms``, ``1h2m3.5s``).
 * Anthropic: ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
   {limit,remaining,reset}``, the reset as an RFC 3339 timestamp.
+* LiteLLM's proxy: the same names for its own limiter, ``x-ratelimit-api_key-*`` for the
+  virtual key's limits, and the provider's headers forwarded with an ``llm_provider-`` prefix.
+* Groq: the OpenAI names, but ``x-ratelimit-limit-requests`` is per *day*: a window whose
+  reset is longer than a minute is never learned as a per-minute limit.
 * ``retry-after`` (seconds, or an HTTP date), ``retry-after-ms``, ``x-should-retry``.
 
-Malformed or missing values are ignored field by field: a bad header never fails a request.
+Malformed or missing values are ignored field by field, and so are values that make no sense (a
+limit of 0 or below, more remaining than the limit, NaN): a bad header never fails a request and
+is never obeyed. A dimension with nothing remaining says how long nothing can be sent
+(``wait_s``): until its reset when its window is longer than a minute (a daily quota), until the
+next calendar minute when no reset is given (a fixed minute window, as LiteLLM counts).
 """
 
 from __future__ import annotations
@@ -30,7 +38,11 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs"
 
 @attrs.frozen(kw_only=True)
 class RateLimitInfo:
-    """What one response said about our limits; ``None`` where it said nothing (usable)."""
+    """What one response said about our limits; ``None`` where it said nothing (usable).
+
+    ``*_limit`` are per-minute limits (``None`` when the window is not a minute);
+    ``wait_s`` is how long the server will refuse everything (a used-up window), if it said.
+    """
 
     requests_limit: float | None = None
     requests_remaining: float | None = None
@@ -40,6 +52,7 @@ class RateLimitInfo:
     tokens_reset_s: float | None = None
     retry_after_s: float | None = None
     should_retry: bool | None = None
+    wait_s: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -111,15 +124,68 @@ def parse_retry_after(headers: Mapping[str, str], now_wall: float | None = None)
     return _seconds(value)
 
 
-def _number(headers: Mapping[str, str], name: str) -> float | None:
-    text = headers.get(name)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if value >= 0 and value == value and value != float("inf") else None
+def _number(headers: Mapping[str, str], *names: str) -> float | None:
+    """The first of ``names`` present, as a finite number >= 0 (else ``None``)."""
+    for name in names:
+        text = headers.get(name)
+        if text is None:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        return value if 0 <= value < math.inf else None
+    return None
+
+
+#: Beyond this, a reset is not the end of a one-minute window (a daily quota, say).
+_MINUTE_WINDOW_S = 61.0
+
+
+@attrs.frozen
+class _Dimension:
+    """One limit (requests or tokens) as the headers state it, after the sanity rules."""
+
+    limit: float | None
+    remaining: float | None
+    reset_s: float | None
+    #: The window is known to be a minute (Anthropic documents all of its limits so).
+    minute: bool = False
+
+    @classmethod
+    def checked(
+        cls,
+        limit: float | None,
+        remaining: float | None,
+        reset_s: float | None,
+        *,
+        minute: bool = False,
+    ) -> _Dimension:
+        if limit is not None and limit <= 0:
+            limit = None  # a limit of 0 would stop everything forever: not believable
+        if limit is not None and remaining is not None and remaining > limit:
+            remaining = None  # contradicts its own limit
+        return cls(limit, remaining, reset_s, minute)
+
+    @property
+    def longer_than_a_minute(self) -> bool:
+        """Whether the reset says the window is longer than a minute (a daily quota)."""
+        return not self.minute and self.reset_s is not None and self.reset_s > _MINUTE_WINDOW_S
+
+    @property
+    def per_minute_limit(self) -> float | None:
+        """The limit, if its window is a minute."""
+        return None if self.longer_than_a_minute else self.limit
+
+    def wait(self, now_wall: float) -> float | None:
+        """Seconds nothing can be sent, when this dimension is used up and its window is not
+        a refilling minute bucket."""
+        if self.remaining is None or self.remaining >= 1:
+            return None
+        if self.reset_s is None:
+            # A fixed calendar-minute window (no reset said): it opens at the next minute.
+            return 60.0 - now_wall % 60.0
+        return self.reset_s if self.longer_than_a_minute else None
 
 
 def parse_rate_limit_headers(
@@ -135,6 +201,16 @@ def parse_rate_limit_headers(
         else {"true": True, "false": False}.get(should_retry_text.strip().lower())
     )
     retry_after = parse_retry_after(headers, now)
+    if retry_after is None:
+        # LiteLLM forwards the provider's own headers with a prefix.
+        retry_after = parse_retry_after(
+            {
+                name.removeprefix("llm_provider-"): value
+                for name in ("llm_provider-retry-after", "llm_provider-retry-after-ms")
+                if (value := headers.get(name)) is not None
+            },
+            now,
+        )
 
     if "anthropic-ratelimit-requests-limit" in headers or any(
         f"anthropic-ratelimit-{kind}-limit" in headers
@@ -144,32 +220,44 @@ def parse_rate_limit_headers(
         # for batches, so it stands in for "tokens" when the combined one is absent.
         token_kind = "tokens" if "anthropic-ratelimit-tokens-limit" in headers else "input-tokens"
 
-        def reset(kind: str) -> float | None:
+        def anthropic(kind: str) -> _Dimension:
             text = headers.get(f"anthropic-ratelimit-{kind}-reset")
-            return None if text is None else _parse_rfc3339_reset(text, now)
+            return _Dimension.checked(
+                _number(headers, f"anthropic-ratelimit-{kind}-limit"),
+                _number(headers, f"anthropic-ratelimit-{kind}-remaining"),
+                None if text is None else _parse_rfc3339_reset(text, now),
+                minute=True,
+            )
 
-        return RateLimitInfo(
-            requests_limit=_number(headers, "anthropic-ratelimit-requests-limit"),
-            requests_remaining=_number(headers, "anthropic-ratelimit-requests-remaining"),
-            requests_reset_s=reset("requests"),
-            tokens_limit=_number(headers, f"anthropic-ratelimit-{token_kind}-limit"),
-            tokens_remaining=_number(headers, f"anthropic-ratelimit-{token_kind}-remaining"),
-            tokens_reset_s=reset(token_kind),
-            retry_after_s=retry_after,
-            should_retry=should_retry,
-        )
+        requests, tokens = anthropic("requests"), anthropic(token_kind)
+    else:
 
-    def duration(name: str) -> float | None:
-        text = headers.get(name)
-        return None if text is None else parse_duration(text)
+        def openai(kind: str) -> _Dimension:
+            # Our own names first; then LiteLLM's per-virtual-key family; then the provider's
+            # headers as LiteLLM forwards them.
+            for prefix in ("x-ratelimit-", "x-ratelimit-api_key-", "llm_provider-x-ratelimit-"):
+                names = [f"{prefix}{part}-{kind}" for part in ("limit", "remaining", "reset")]
+                if not any(name in headers for name in names):
+                    continue
+                text = headers.get(names[2])
+                return _Dimension.checked(
+                    _number(headers, names[0]),
+                    _number(headers, names[1]),
+                    None if text is None else parse_duration(text),
+                )
+            return _Dimension.checked(None, None, None)
 
+        requests, tokens = openai("requests"), openai("tokens")
+
+    waits = [w for w in (requests.wait(now), tokens.wait(now)) if w is not None]
     return RateLimitInfo(
-        requests_limit=_number(headers, "x-ratelimit-limit-requests"),
-        requests_remaining=_number(headers, "x-ratelimit-remaining-requests"),
-        requests_reset_s=duration("x-ratelimit-reset-requests"),
-        tokens_limit=_number(headers, "x-ratelimit-limit-tokens"),
-        tokens_remaining=_number(headers, "x-ratelimit-remaining-tokens"),
-        tokens_reset_s=duration("x-ratelimit-reset-tokens"),
+        requests_limit=requests.per_minute_limit,
+        requests_remaining=requests.remaining,
+        requests_reset_s=requests.reset_s,
+        tokens_limit=tokens.per_minute_limit,
+        tokens_remaining=tokens.remaining,
+        tokens_reset_s=tokens.reset_s,
         retry_after_s=retry_after,
         should_retry=should_retry,
+        wait_s=max(waits) if waits else None,
     )

@@ -6,6 +6,14 @@ small and spreading requests over several clients keeps that cost flat, so the e
 efficient at 1,000 requests in flight. Requests go to the shard with the fewest in flight.
 
 Deadlines are trio cancel scopes in the engine, so httpx's own timeouts are off.
+
+This is the boundary where the HTTP library's exceptions end: ``send`` returns a response or
+raises ``TransportFailure`` (``from`` the original), nothing else of httpx's leaks out::
+
+    httpx.ConnectError, ConnectTimeout    -> TransportFailure(connection, connect=True)
+    other httpx.TimeoutException          -> TransportFailure(timeout)
+    other httpx.TransportError            -> TransportFailure(connection)   (reset, protocol...)
+    the body cut off after the headers    -> TransportFailure(connection)
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from typing import final
 
 import httpx
 
+from ._policy import ErrorKind
 from ._providers import HttpRequest
 
-__all__ = ["HttpPool", "RawResponse"]
+__all__ = ["HttpPool", "RawResponse", "TransportFailure"]
 
 #: Connections per pool. httpcore walks all of a pool's connections on every request, so
 #: small pools keep that flat: at 1,000 in flight (benchmarks/concurrency.py) pools of 8 beat
@@ -28,8 +37,9 @@ __all__ = ["HttpPool", "RawResponse"]
 CONNECTIONS_PER_SHARD = 8
 
 
+@final
 class RawResponse:
-    """Status, headers and the whole body of one response."""
+    """Status, headers (a dict with lower-case names) and the whole body of one response."""
 
     __slots__ = ("body", "headers", "status")
 
@@ -39,8 +49,21 @@ class RawResponse:
         self.body = body
 
 
-class BodyError(Exception):
-    """The status line and headers arrived, the body did not (truncated, connection dropped)."""
+class TransportFailure(Exception):
+    """No (whole) response arrived.
+
+    Attributes:
+        kind: ``connection`` or ``timeout``.
+        message: what happened, naming the host.
+        connect: True when no connection could be made at all (refused, DNS): an endpoint
+            that never answered this way is unreachable, not busy.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, *, connect: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.connect = connect
 
 
 @final
@@ -116,27 +139,38 @@ class HttpPool:
         """Send one request on the least busy pool and read the whole body.
 
         Raises:
-            httpx.TransportError: no response arrived (connect error, reset...).
-            BodyError: the response's body could not be read completely.
+            TransportFailure: no whole response arrived (see the module docs).
         """
         in_flight = self._in_flight
         shard = in_flight.index(min(in_flight)) if len(in_flight) > 1 else 0
         transport = self._transports[shard]
         in_flight[shard] += 1
+        url = self._url(request.url)
         try:
-            response = await transport.handle_async_request(
-                httpx.Request(
-                    request.method,
-                    self._url(request.url),
-                    headers=request.headers,
-                    content=request.content,
+            try:
+                response = await transport.handle_async_request(
+                    httpx.Request(
+                        request.method, url, headers=request.headers, content=request.content
+                    )
                 )
-            )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise TransportFailure(
+                    ErrorKind.CONNECTION,
+                    f"cannot connect to {url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme)}"
+                    f" ({_describe(exc)})",
+                    connect=True,
+                ) from exc
+            except httpx.TimeoutException as exc:
+                raise TransportFailure(ErrorKind.TIMEOUT, _describe(exc)) from exc
+            except httpx.TransportError as exc:
+                raise TransportFailure(ErrorKind.CONNECTION, _describe(exc)) from exc
             try:
                 try:
                     body = await response.aread()
                 except httpx.TransportError as exc:
-                    raise BodyError(f"{exc.__class__.__name__}: {exc}") from exc
+                    raise TransportFailure(
+                        ErrorKind.CONNECTION, f"the response body was cut off ({_describe(exc)})"
+                    ) from exc
             finally:
                 await response.aclose()
             # A plain dict with lower-case names: the headers are read a dozen times per
@@ -149,3 +183,11 @@ class HttpPool:
             return RawResponse(response.status_code, headers, body)
         finally:
             in_flight[shard] -= 1
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

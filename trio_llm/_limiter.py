@@ -6,12 +6,17 @@ level at once, possibly below zero, and tells the taker how long to sleep before
 really there. Later takers see the lower level and sleep longer, so waiters are served in the
 order they arrived (FIFO) and each sleeps exactly until its moment: there is no polling loop.
 
+A reservation may start no earlier than a given moment (``after``: a key cooling down, a
+breaker open): the bucket then counts only the refill it can really hold by that moment (never
+more than its capacity), so the waiters behind a pause leave at the bucket's rate afterwards,
+not all together.
+
 A request larger than the capacity is admitted when the bucket is full (the level then goes
 negative), as providers do, so one big prompt can never wait forever.
 
 The level can be corrected from the outside (the server's rate-limit headers are the truth), and
-the rate can change (limits learned from headers, or lowered after unexpected 429s). Sleepers are
-woken when that happens so that they re-reserve under the new state.
+the rate can change (limits learned from headers, or lowered after unexpected 429s). Sleepers in
+``acquire`` are then re-timed in place, in arrival order (``trio_llm._waiters``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import final
 
 import attrs
 import trio
+
+from ._waiters import WaitQueue
 
 __all__ = ["BucketStatistics", "TokenBucket"]
 
@@ -58,14 +65,16 @@ class TokenBucket:
 
     __slots__ = ("_capacity", "_level", "_rate", "_sleepers", "_stamp")
 
+    _sleepers: WaitQueue[float]
+
     def __init__(self, rate: float | None, capacity: float | None = None) -> None:
         self._rate = rate
         self._capacity = self._default_capacity(rate) if capacity is None else capacity
         self._level = self._capacity
         # Read the clock lazily: a bucket may be built before trio.run starts.
         self._stamp: float | None = None
-        # Tasks asleep in acquire, in arrival order: (units, the cancel scope they sleep in).
-        self._sleepers: list[tuple[float, trio.CancelScope]] = []
+        # Tasks asleep in acquire, in arrival order; each waiter's data is its units.
+        self._sleepers = WaitQueue()
 
     @staticmethod
     def _default_capacity(rate: float | None) -> float:
@@ -95,21 +104,42 @@ class TokenBucket:
         self._refill()
         return self._level
 
-    def delay(self, amount: float, margin_s: float = 0.0) -> float:
+    def delay(self, amount: float, margin_s: float = 0.0, after: float = 0.0) -> float:
         """Seconds until ``amount`` units could be taken, if nobody else takes any first.
 
         ``margin_s`` asks for that many seconds of refill on top, so that a server counting
         the same bucket with its own clock and rounding is never a hair short. A request at
         least as large as the capacity waits for a full bucket and then the margin too.
+        ``after``: not before that many seconds from now (the answer is at least ``after``).
         """
         if self._rate is None:
-            return 0.0
+            return max(0.0, after)
         self._refill()
+        return self._wait(amount, margin_s, after)[0]
+
+    def _wait(self, amount: float, margin_s: float, after: float) -> tuple[float, float, float]:
+        """(wait, moment, level): ``amount`` can be taken after ``wait`` seconds, no earlier
+        than ``after``; the units are counted as taken ``moment`` seconds from now, when the
+        bucket holds ``level`` (refill capped at the capacity while it waits for ``after``).
+
+        The margin is only a delay: it never costs units, even when the bucket is full.
+        """
+        rate = self._rate
+        assert rate is not None
         need = min(amount, self._capacity)
-        if need + self._rate * margin_s <= self._capacity:
-            return max(0.0, (need + self._rate * margin_s - self._level) / self._rate)
-        # The margin cannot be had as units (the bucket would overflow): wait it as time.
-        return max(0.0, (need - self._level) / self._rate) + margin_s
+        extra = 0.0
+        if need + rate * margin_s <= self._capacity:
+            need += rate * margin_s
+        else:
+            # The margin cannot be had as units (the bucket would overflow): wait it as time.
+            extra = margin_s
+        moment = max(0.0, (need - self._level) / rate)
+        if after > moment:
+            moment = after
+            level = min(self._capacity, self._level + rate * after)
+        else:
+            level = self._level + rate * moment
+        return moment + extra, moment, level
 
     def statistics(self) -> BucketStatistics:
         """A frozen snapshot of the bucket's state."""
@@ -118,19 +148,24 @@ class TokenBucket:
             capacity=self._capacity,
             level=self.level,
             waiting=len(self._sleepers),
-            reserved=sum(amount for amount, _ in self._sleepers),
+            reserved=sum(waiter.data for waiter in self._sleepers),
         )
 
     # --- taking and giving back ----------------------------------------------------------
-    def reserve(self, amount: float, margin_s: float = 0.0) -> float:
+    def reserve(self, amount: float, margin_s: float = 0.0, after: float = 0.0) -> float:
         """Take ``amount`` units now; return the seconds to wait before they are really there.
 
         The caller must sleep that long before acting (``acquire`` does it for you) and must
-        ``refund`` the units if it gives up before using them. ``margin_s`` is as in ``delay``.
+        ``refund`` the units if it gives up before using them. ``margin_s`` and ``after`` are as
+        in ``delay``.
         """
-        wait = self.delay(amount, margin_s)
-        if self._rate is not None:
-            self._level -= amount
+        if self._rate is None:
+            return max(0.0, after)
+        self._refill()
+        wait, moment, level = self._wait(amount, margin_s, after)
+        # The level is kept as of now: what it will be at the moment of taking, less the
+        # refill until then. Refill lost to the capacity during a pause is not counted.
+        self._level = level - amount - self._rate * moment
         return wait
 
     def acquire_nowait(self, amount: float = 1) -> None:
@@ -143,24 +178,21 @@ class TokenBucket:
         """Take ``amount`` units, sleeping until they are there (FIFO among sleepers).
 
         If the bucket's rate or level is changed while sleeping, the reservation is made anew
-        under the new state. Cancelled sleepers give their units back.
+        under the new state (in arrival order). Cancelled sleepers give their units back, and
+        those who came after them are re-timed so that nobody takes their place out of turn.
         """
         wait = self.reserve(amount)
         if wait <= 0:
             await trio.lowlevel.checkpoint()
             return
-        # A state change moves the deadline (see _wake_sleepers) instead of waking us.
-        sleeper = (amount, trio.CancelScope(deadline=trio.current_time() + wait))
-        self._sleepers.append(sleeper)
+        waiter = self._sleepers.waiter(amount)
         try:
-            with sleeper[1]:
-                await trio.sleep_forever()
+            await self._sleepers.park(waiter, trio.current_time() + wait)
         except BaseException:
             # Cancelled (or anything else): the units were never used.
             self.refund(amount)
+            self._retime_sleepers(after=waiter.seq)
             raise
-        finally:
-            self._sleepers.remove(sleeper)
 
     def refund(self, amount: float) -> None:
         """Give back ``amount`` unused units; the level never exceeds the capacity."""
@@ -187,7 +219,7 @@ class TokenBucket:
         self._capacity = self._default_capacity(rate) if capacity is None else capacity
         if was_unlimited or self._level > self._capacity:
             self._level = self._capacity
-        self._wake_sleepers()
+        self._retime_sleepers()
 
     def lower_to(self, level: float) -> None:
         """Lower the level to ``level`` if it is higher (the server knows we have less)."""
@@ -196,22 +228,23 @@ class TokenBucket:
         self._refill()
         if level < self._level:
             self._level = level
-            self._wake_sleepers()
+            self._retime_sleepers()
 
-    def _wake_sleepers(self) -> None:
-        """Re-reserve every sleeper under the new state, in arrival order, moving deadlines.
+    def _retime_sleepers(self, after: int = 0) -> None:
+        """Re-reserve the sleepers that came after number ``after`` under the new state, in
+        arrival order, moving their deadlines (nobody is woken to race for it).
 
-        (Waking them to re-reserve themselves let each one count the others' units and let
-        trio's wake order decide who goes first.)
+        All of their units are given back before any is taken again, so that none counts the
+        others' old reservations.
         """
-        if not self._sleepers:
+        sleepers = [w for w in self._sleepers if w.seq > after and not w.leaving]
+        if not sleepers:
             return
-        if self._rate is not None:
-            pending = sum(amount for amount, _ in self._sleepers)
-            self._level = min(self._capacity, self._level + pending)
+        for waiter in sleepers:
+            self.refund(waiter.data)
         now = trio.current_time()
-        for amount, scope in self._sleepers:
-            scope.deadline = now + self.reserve(amount)
+        for waiter in sleepers:
+            self._sleepers.retime(waiter, now + self.reserve(waiter.data))
 
     def _refill(self) -> None:
         now = trio.current_time()

@@ -19,10 +19,22 @@ __all__ = ["ErrorInfo", "ErrorKind", "Prompt", "Request", "Result", "Usage", "to
 
 @attrs.frozen(kw_only=True)
 class Usage:
-    """Tokens a response consumed, as the server reported them."""
+    """Tokens a response consumed, as the server reported them.
+
+    Attributes:
+        prompt_tokens: every input token, cached ones included (Anthropic's cache reads and
+            writes are added in, as OpenAI counts them).
+        completion_tokens: every output token, reasoning ones included.
+        cached_tokens: input tokens read from the provider's prompt cache (billed lower).
+        cache_write_tokens: input tokens written to the cache (Anthropic bills them higher).
+        reasoning_tokens: output tokens spent on hidden reasoning (billed as output).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -98,6 +110,12 @@ class Request:
         """An OpenAI request body; every field but ``messages`` passes through untouched."""
         params = {k: v for k, v in body.items() if k != "messages"}
         return cls(messages=tuple(body["messages"]), params=params, id=id)
+
+    @property
+    def model(self) -> str | None:
+        """The model the request names, if any (else the provider's default is used)."""
+        value = self.params.get("model")
+        return value if isinstance(value, str) and value else None
 
     @property
     def max_tokens(self) -> int | None:

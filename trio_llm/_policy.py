@@ -162,29 +162,46 @@ def rule_for(kind: ErrorKind, should_retry: bool | None = None) -> Rule:
 
 _QUOTA_MARKERS = frozenset({"insufficient_quota", "billing_error"})
 _CONTEXT_MARKERS = frozenset({"context_length_exceeded", "string_above_max_length"})
+# What servers say in the message when they have no code for it (vLLM, Anthropic, LiteLLM).
+_CONTEXT_WORDS = (
+    "maximum context length",
+    "context length",
+    "context window",
+    "prompt is too long",
+    "input is too long",
+)
+_QUOTA_WORDS = ("credit balance is too low", "exceeded your current quota")
+_AUTH_WORDS = ("invalid api key", "incorrect api key", "no_db_connection", "authentication")
 
 
 def classify_status(
-    status: int, code: str | None = None, error_type: str | None = None
+    status: int, code: str | None = None, error_type: str | None = None, message: str = ""
 ) -> ErrorKind:
-    """The kind of a failed HTTP response, from its status and the provider's error code."""
+    """The kind of a failed HTTP response, from its status, the provider's error code and type,
+    and (for servers that give neither) the words of its message."""
     markers = {code or "", error_type or ""}
+    words = message.lower()
     if status == 429:
-        return _K.QUOTA if markers & _QUOTA_MARKERS else _K.RATE_LIMITED
+        quota = markers & _QUOTA_MARKERS or any(w in words for w in _QUOTA_WORDS)
+        return _K.QUOTA if quota else _K.RATE_LIMITED
     if status in (401, 403):
         return _K.AUTH
     if status in (503, 529) or "overloaded_error" in markers:
         return _K.OVERLOADED
     if status == 408:
         return _K.TIMEOUT
+    if status in (501, 505):
+        return _K.NOT_FOUND  # the server does not serve this API at all: a wrong base URL
     if status >= 500 or status == 409:
         return _K.SERVER_ERROR
     if status == 404:
         return _K.NOT_FOUND
     if status == 422:
         return _K.UNPROCESSABLE
-    if markers & _CONTEXT_MARKERS:
-        return _K.CONTEXT_LENGTH
-    if markers & _QUOTA_MARKERS:
+    if markers & _QUOTA_MARKERS or any(w in words for w in _QUOTA_WORDS):
         return _K.QUOTA
+    if markers & _CONTEXT_MARKERS or any(w in words for w in _CONTEXT_WORDS):
+        return _K.CONTEXT_LENGTH
+    if status == 400 and any(w in words for w in _AUTH_WORDS):
+        return _K.AUTH
     return _K.BAD_REQUEST

@@ -1,20 +1,17 @@
 """Routes: one engine over several endpoints (two OpenAI-compatible deployments, say), each
 with its own keys and limits. Each attempt goes to the endpoint whose keys can send soonest
-and whose circuit breaker is closed, so the load follows the capacity.
+and whose circuit breaker is closed, so the load follows the capacity (``trio_llm._scheduler``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, final
+from typing import Any
 
 import attrs
-import trio
 
-from ._breaker import BreakerPolicy, CircuitBreaker
 from ._config import Limits
 from ._errors import ConfigurationError
-from ._events import EventHub
 from ._keys import KeyPool
 from ._providers import Provider
 from ._secrets import ApiKey
@@ -38,6 +35,14 @@ def _check_keys(_: Any, __: Any, keys: Any) -> None:
         )
 
 
+def _check_limits(_: Any, attribute: attrs.Attribute[Any], limits: Any) -> None:
+    if limits is not None and not isinstance(limits, Limits):
+        raise ConfigurationError(
+            f"{attribute.name} must be a trio_llm.Limits, got {type(limits).__name__}\n"
+            "HINT: limits=trio_llm.Limits(rpm=500, tpm=200_000)"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Route:
     """One endpoint an engine may send to.
@@ -51,40 +56,9 @@ class Route:
 
     provider: Provider = attrs.field(validator=_check_provider)
     keys: KeyPool | Iterable[str | ApiKey] = attrs.field(validator=_check_keys)
-    limits: Limits | None = None
-    provider_limits: Limits | None = None
+    limits: Limits | None = attrs.field(default=None, validator=_check_limits)
+    provider_limits: Limits | None = attrs.field(default=None, validator=_check_limits)
 
-
-@final
-class Endpoint:
-    """A route at work: its provider, its key pool and its provider-wide breaker."""
-
-    def __init__(
-        self, route: Route, events: EventHub, limits: Limits, breaker: BreakerPolicy | None
-    ) -> None:
-        self.provider = route.provider
-        keys = route.keys
-        self.pool = keys if isinstance(keys, KeyPool) else KeyPool(keys)
-        self.pool.attach(events, route.limits or limits, route.provider_limits, breaker)
-        self._breaker_policy = breaker
-        self._breaker: CircuitBreaker | None = None
-        self._breaker_run: object = None
-
-    def breaker(self) -> CircuitBreaker | None:
-        """The provider's breaker, anew for each trio run (it reads trio's clock)."""
-        if self._breaker_policy is None:
-            return None
-        run = trio.lowlevel.current_root_task()
-        if self._breaker is None or self._breaker_run is not run:
-            self._breaker = CircuitBreaker(self._breaker_policy, self.provider.name)
-            self._breaker_run = run
-        return self._breaker
-
-    def delay(self, tokens: float) -> float:
-        """Seconds until this endpoint could send a request of ``tokens`` (inf: no keys)."""
-        breaker = self.breaker()
-        blocked = 0.0 if breaker is None else breaker.delay()
-        return max(self.pool.soonest(tokens), blocked)
-
-    def __repr__(self) -> str:
-        return f"Endpoint({self.provider!r}, {self.pool!r})"
+    def pool(self) -> KeyPool:
+        """The route's keys as a ``KeyPool`` (checked)."""
+        return self.keys if isinstance(self.keys, KeyPool) else KeyPool(self.keys)

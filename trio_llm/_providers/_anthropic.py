@@ -6,9 +6,20 @@ import json
 from collections.abc import Mapping
 from typing import Any, final
 
+from .._errors import ProviderError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
 from .._models import Request, Usage
-from ._base import Completion, HttpRequest, checked_base_url, error_from_response, malformed
+from .._policy import ErrorKind
+from ._base import (
+    PARSE_ERRORS,
+    Completion,
+    HttpRequest,
+    checked_base_url,
+    error_from_response,
+    load_json,
+    malformed,
+    token_count,
+)
 
 __all__ = ["AnthropicMessages"]
 
@@ -96,21 +107,25 @@ class AnthropicMessages:
             raise error_from_response(status, headers, body)
         request_id = headers.get("request-id") or headers.get("x-request-id")
         try:
-            data = json.loads(body)
+            data = load_json(body)
             blocks = data["content"]
             text = "".join(
                 block["text"]
                 for block in blocks
                 if isinstance(block, Mapping) and block.get("type") == "text"
             )
-            usage_data = data.get("usage") or {}
-            usage = Usage(
-                prompt_tokens=int(usage_data.get("input_tokens") or 0),
-                completion_tokens=int(usage_data.get("output_tokens") or 0),
-            )
+            usage = _usage(data.get("usage") or {})
             stop = data.get("stop_reason")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except PARSE_ERRORS as exc:
             raise malformed(status, request_id, "a Messages response", exc) from None
+        if stop == "refusal" and not text:
+            raise ProviderError(
+                ErrorKind.REFUSED,
+                "the model refused (stop_reason: refusal)",
+                status=status,
+                request_id=request_id,
+                code="refusal",
+            )
         return Completion(
             text=text,
             finish_reason=stop if isinstance(stop, str) else None,
@@ -122,3 +137,17 @@ class AnthropicMessages:
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
         """``anthropic-ratelimit-*`` headers and Retry-After."""
         return parse_rate_limit_headers(headers)
+
+
+def _usage(data: Mapping[str, Any]) -> Usage:
+    """Anthropic's ``usage``: ``input_tokens`` excludes the prompt cache's reads and writes,
+    which are added in (they are input too, and priced apart)."""
+    fresh = token_count(data.get("input_tokens"), "input_tokens")
+    written = token_count(data.get("cache_creation_input_tokens"), "cache_creation_input_tokens")
+    read = token_count(data.get("cache_read_input_tokens"), "cache_read_input_tokens")
+    return Usage(
+        prompt_tokens=fresh + written + read,
+        completion_tokens=token_count(data.get("output_tokens"), "output_tokens"),
+        cached_tokens=read,
+        cache_write_tokens=written,
+    )

@@ -20,13 +20,40 @@ from .._models import ErrorKind, Request, Usage
 from .._policy import classify_status
 
 __all__ = [
+    "PARSE_ERRORS",
     "Completion",
     "HttpRequest",
     "Provider",
     "checked_base_url",
     "error_from_response",
+    "load_json",
     "malformed",
+    "token_count",
 ]
+
+#: What parsing a body that is not the expected JSON can raise: caught and reported as
+#: ``malformed`` by every provider (RecursionError: JSON nested deeper than Python recurses).
+PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError)
+
+
+def load_json(body: bytes) -> Any:
+    """The JSON value of a response body (raises one of ``PARSE_ERRORS`` when it is not)."""
+    return json.loads(body)
+
+
+def token_count(value: object, field: str) -> int:
+    """A token count from a ``usage`` field: a whole number >= 0 (missing is 0).
+
+    Anything else (a negative count, ``Infinity``, NaN, a string) raises ``ValueError``: such a
+    body is malformed, and obeying it would corrupt the token accounting.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"usage.{field} is not a number")
+    if not 0 <= value < 2**53 or value != int(value):
+        raise ValueError(f"usage.{field} is not a whole number >= 0")
+    return int(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -98,8 +125,8 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     code: str | None = None
     error_type: str | None = None
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = load_json(body)
+    except PARSE_ERRORS:
         data = None
     if isinstance(data, Mapping):
         error = data.get("error")
@@ -118,7 +145,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     if message is None:
         message = _snippet(body) or "(empty body)"
     info = parse_rate_limit_headers(headers)
-    kind = classify_status(status, code, error_type)
+    kind = classify_status(status, code, error_type, message)
     return ProviderError(
         kind,
         f"HTTP {status}: {message}",

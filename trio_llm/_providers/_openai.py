@@ -6,10 +6,21 @@ import json
 from collections.abc import Mapping
 from typing import Any, final
 
+from .._errors import ProviderError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
 from .._models import Request, Usage
+from .._policy import ErrorKind
 from .._version import __version__
-from ._base import Completion, HttpRequest, checked_base_url, error_from_response, malformed
+from ._base import (
+    PARSE_ERRORS,
+    Completion,
+    HttpRequest,
+    checked_base_url,
+    error_from_response,
+    load_json,
+    malformed,
+    token_count,
+)
 
 __all__ = ["OpenAICompatible"]
 
@@ -82,32 +93,35 @@ class OpenAICompatible:
         )
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:
-        """The first choice's content, finish reason and usage; errors as ``ProviderError``."""
+        """The first choice's content, finish reason and usage; errors as ``ProviderError``.
+
+        A refusal (``content: null`` and ``refusal: "..."``) is a ``refused`` error carrying
+        the model's words; ``content`` given as a list of parts is joined into one text.
+        """
         if not 200 <= status < 300:
             raise error_from_response(status, headers, body)
         request_id = headers.get("x-request-id")
         try:
-            data = json.loads(body)
-            choice = data["choices"][0]
+            data = load_json(body)
+            choices = data["choices"]
+            if not choices:
+                raise ValueError("no choices")
+            choice = choices[0]
             message = choice["message"]
-            text = message.get("content")
-            if text is None:
-                # Tool calls and refusals leave content empty; keep the rest in ``raw``.
-                text = message.get("refusal") or ""
-            if not isinstance(text, str):
-                raise TypeError("content is not a string")
-            usage_data = data.get("usage")
-            usage = (
-                Usage(
-                    prompt_tokens=int(usage_data.get("prompt_tokens") or 0),
-                    completion_tokens=int(usage_data.get("completion_tokens") or 0),
-                )
-                if isinstance(usage_data, Mapping)
-                else None
-            )
+            refusal = message.get("refusal")
+            text = _content_text(message.get("content"))
+            usage = _usage(data.get("usage"))
             finish = choice.get("finish_reason")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        except PARSE_ERRORS as exc:
             raise malformed(status, request_id, "a chat completion", exc) from None
+        if refusal and not text:
+            raise ProviderError(
+                ErrorKind.REFUSED,
+                f"the model refused: {refusal}",
+                status=status,
+                request_id=request_id,
+                code="refusal",
+            )
         return Completion(
             text=text,
             finish_reason=finish if isinstance(finish, str) else None,
@@ -119,3 +133,40 @@ class OpenAICompatible:
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
         """OpenAI-style ``x-ratelimit-*`` headers and Retry-After."""
         return parse_rate_limit_headers(headers)
+
+
+def _content_text(content: object) -> str:
+    """A message's text: a string, or the text parts of a list (tool calls leave it empty)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        )
+    raise TypeError("content is neither text nor a list of parts")
+
+
+def _usage(data: object) -> Usage | None:
+    """OpenAI's ``usage``, with its cached and reasoning token details."""
+    if not isinstance(data, Mapping):
+        return None
+    prompt_details = data.get("prompt_tokens_details")
+    completion_details = data.get("completion_tokens_details")
+    return Usage(
+        prompt_tokens=token_count(data.get("prompt_tokens"), "prompt_tokens"),
+        completion_tokens=token_count(data.get("completion_tokens"), "completion_tokens"),
+        cached_tokens=token_count(
+            prompt_details.get("cached_tokens") if isinstance(prompt_details, Mapping) else None,
+            "prompt_tokens_details.cached_tokens",
+        ),
+        reasoning_tokens=token_count(
+            completion_details.get("reasoning_tokens")
+            if isinstance(completion_details, Mapping)
+            else None,
+            "completion_tokens_details.reasoning_tokens",
+        ),
+    )

@@ -1,0 +1,104 @@
+"""One attempt: a lease on a key, one HTTP exchange, one outcome.
+
+::
+
+    lease = await scheduler.lease(tokens)      waits in the key's fair queue
+    raw   = await http.send(request)           transport failures mapped at the HTTP boundary
+    outcome = outcome_of(provider, raw)        the one place a response is interpreted
+    lease.settle(outcome)                      refunds, learning, cooling, dropping, breakers
+
+The attempt has no policy of its own: whether to try again, and how, is the policy table's
+business (``trio_llm._policy``), read by the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from ._http import HttpPool, TransportFailure
+from ._models import Request
+from ._outcome import Outcome, outcome_of
+from ._policy import ErrorKind
+from ._scheduler import Lease, Scheduler, Unavailable
+
+__all__ = ["Admission", "Sender"]
+
+#: Called with the lease just before sending: ``None`` lets the request go; an ``Outcome``
+#: refuses it (the run's budget), and nothing is sent.
+Admission = Callable[[Lease], Outcome | None]
+
+
+@attrs.frozen(kw_only=True)
+class Sender:
+    """What every attempt of an engine's session uses.
+
+    Attributes:
+        scheduler: the keys and their limits.
+        http: the HTTP layer.
+        timeout_s: the most an HTTP exchange may take (a cancel scope around it alone: the
+            wait for a key is not part of it).
+        max_cooling_s: the longest a request waits for a key cooling after a 429.
+    """
+
+    scheduler: Scheduler
+    http: HttpPool
+    timeout_s: float
+    max_cooling_s: float
+
+    async def attempt(
+        self,
+        request: Request,
+        *,
+        tokens: float,
+        admit: Admission,
+        on_sent: Callable[[Lease], None],
+    ) -> Outcome:
+        """Send ``request`` once, on the key that can send it soonest; return how it ended.
+
+        ``on_sent`` is told the moment the request leaves (for events and the item's clock).
+        """
+        try:
+            lease = await self.scheduler.lease(
+                tokens, request.model, max_cooling=self.max_cooling_s
+            )
+        except Unavailable as exc:
+            return exc.outcome
+        with lease:
+            refusal = admit(lease)
+            if refusal is not None:
+                return refusal
+            provider = lease.provider
+            try:
+                http_request = provider.build_request(request, lease.key.reveal())
+            except (TypeError, ValueError) as exc:
+                # A parameter JSON cannot encode (a Decimal, a set): the input's fault.
+                outcome = Outcome(
+                    kind=ErrorKind.INVALID_INPUT,
+                    message=f"the request body cannot be encoded as JSON: {exc}",
+                    sent=False,
+                )
+                lease.settle(outcome)
+                return outcome
+            lease.sending()
+            on_sent(lease)
+            with trio.move_on_after(self.timeout_s) as deadline:
+                try:
+                    raw = await self.http.send(http_request)
+                except TransportFailure as failure:
+                    outcome = Outcome(
+                        kind=failure.kind,
+                        message=failure.message,
+                        code="connect_error" if failure.connect else None,
+                    )
+                else:
+                    outcome = outcome_of(provider, raw, lease.key)
+            if deadline.cancelled_caught:
+                outcome = Outcome(
+                    kind=ErrorKind.TIMEOUT,
+                    message=f"no response within the timeout of {self.timeout_s:g}s",
+                )
+            lease.settle(outcome)
+        return outcome

@@ -1,0 +1,616 @@
+"""The scheduler: which key sends the next request, when, and what its answer does to the key.
+
+::
+
+    lease(tokens, model)                    ──► choose the key that can send soonest
+        │  (across every endpoint; ties to the fewest in flight, then least recently used)
+        ▼
+    reserve in its buckets (key and model, and the endpoint's) no earlier than the key may send
+        │  (cooling after a 429, a breaker open)
+        ▼
+    park in the key's WaitQueue until the reservation is due        ◄── re-timed in place on
+        │                                                               refunds, corrections,
+        ▼                                                               a breaker closing;
+    Lease ──► the attempt sends ──► lease.settle(outcome)               woken to choose again
+                                      │                                 when the key cools, is
+                                      └─ refunds, reconciliation,       dropped or its breaker
+                                         learning, cooling, dropping,   opens
+                                         key and provider breakers
+
+One scheduler serves one trio run of an engine: every caller of the engine shares it, so limits
+hold across concurrent ``map``/``stream``/``complete`` calls. ``lease`` raises ``Unavailable``
+with a final ``Outcome`` when nothing can be sent for the request: every key dropped, every key
+cooling for longer than the caller will wait, the endpoint unreachable, or a request larger than
+the key's tokens per minute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import final
+
+import attrs
+import trio
+
+from . import _events as ev
+from ._breaker import BreakerPolicy, BreakerState, CircuitBreaker, announce
+from ._config import Limits
+from ._errors import TrioLLMError
+from ._limiter import TokenBucket
+from ._outcome import Outcome
+from ._policy import POLICY, ErrorKind, KeyAction
+from ._providers import Provider
+from ._rate_model import SEND_MARGIN_S, Booking, RateModel
+from ._secrets import ApiKey
+from ._waiters import NEVER, Waiter, WaitQueue
+
+__all__ = ["EndpointSpec", "KeyStatistics", "Lease", "Scheduler", "Unavailable"]
+
+#: Connect-level failures in a row, with no request to the endpoint ever answered, after which
+#: the endpoint counts as unreachable (a wrong port or host), not busy.
+UNREACHABLE_AFTER = 3
+#: A request that must wait at least this long for its key says so (``request.waiting``).
+WAITING_EVENT_S = 5.0
+
+
+@attrs.frozen(kw_only=True)
+class KeyStatistics:
+    """A snapshot of one key, for programs and the progress display (never the secret).
+
+    Attributes:
+        key_id: the key's fingerprint.
+        in_flight: requests sent on it and not answered yet.
+        rpm / tpm: the limits in force now (configured, learned or lowered), ``None`` unknown.
+        requests_left / tokens_left: what its buckets hold now.
+        cooling_s: seconds until it may send again after a 429 (0 when not cooling).
+        dropped: why it was dropped for the run, or ``None``.
+    """
+
+    key_id: str
+    in_flight: int
+    rpm: float | None
+    tpm: float | None
+    requests_left: float | None
+    tokens_left: float | None
+    cooling_s: float
+    dropped: str | None
+
+
+@attrs.frozen(kw_only=True)
+class EndpointSpec:
+    """What the scheduler needs of one route: its provider, keys and limits."""
+
+    provider: Provider
+    keys: tuple[ApiKey, ...]
+    limits: Limits
+    provider_limits: Limits
+
+
+class Unavailable(TrioLLMError):
+    """Nothing can be sent for this request; ``outcome`` says why (it is final)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+@final
+class _Endpoint:
+    """One route at work: its provider, keys, provider-wide buckets and breaker."""
+
+    def __init__(self, spec: EndpointSpec, breaker: BreakerPolicy | None) -> None:
+        self.provider = spec.provider
+        self.requests = _bucket(spec.provider_limits.rpm, spec.provider_limits.burst_s)
+        self.tokens = _bucket(spec.provider_limits.tpm, spec.provider_limits.burst_s)
+        self.breaker = None if breaker is None else CircuitBreaker(breaker, spec.provider.name)
+        self.answered = False  # has any request to it ever been answered?
+        self.connect_failures = 0
+        self.unreachable: Outcome | None = None
+        self.slots: list[_Slot] = []
+
+    def delay(self, tokens: float, after: float) -> float:
+        return max(
+            self.requests.delay(1, SEND_MARGIN_S, after),
+            self.tokens.delay(tokens, SEND_MARGIN_S, after),
+        )
+
+    def reserve(self, tokens: float, after: float) -> float:
+        return max(
+            self.requests.reserve(1, SEND_MARGIN_S, after),
+            self.tokens.reserve(tokens, SEND_MARGIN_S, after),
+        )
+
+    def refund(self, tokens: float) -> None:
+        self.requests.refund(1)
+        self.tokens.refund(tokens)
+
+    def waiters(self) -> Iterator[Waiter[_Want]]:
+        for slot in self.slots:
+            yield from slot.waiters()
+
+
+@final
+class _Slot:
+    """One key at work: its health (in flight, breaker, dropped) and its limits per model."""
+
+    def __init__(
+        self,
+        key: ApiKey,
+        endpoint: _Endpoint,
+        limits: Limits,
+        breaker: BreakerPolicy | None,
+        events: ev.EventHub,
+    ) -> None:
+        self.key = key
+        self.endpoint = endpoint
+        self.limits = limits
+        self.breaker = None if breaker is None else CircuitBreaker(breaker, key.fingerprint)
+        self.dropped: Outcome | None = None
+        self.in_flight = 0
+        self.granted = 0  # when it was last granted (a scheduler-wide sequence number)
+        self._events = events
+        self.models: dict[str, RateModel] = {}
+        self.queues: dict[str, WaitQueue[_Want]] = {}
+
+    def rates(self, model: str) -> RateModel:
+        rates = self.models.get(model)
+        if rates is None:
+            rates = self.models[model] = RateModel(
+                self.limits, self._events, self.key.fingerprint, model
+            )
+            self.queues[model] = WaitQueue()
+        return rates
+
+    def waiters(self) -> Iterator[Waiter[_Want]]:
+        for queue in self.queues.values():
+            yield from queue
+
+
+@attrs.define(eq=False)
+class _Want:
+    """What one parked request holds: where it waits and what it reserved."""
+
+    slot: _Slot
+    rates: RateModel
+    tokens: float
+    reserved: bool
+
+
+@final
+class Lease:
+    """Permission to send one request with one key; settle it with the attempt's outcome.
+
+    Use it as a context manager: leaving without ``settle`` gives back what it holds (all of
+    it if the request was never sent).
+    """
+
+    __slots__ = ("_booking", "_rates", "_scheduler", "_sent", "_settled", "_slot", "model")
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        slot: _Slot,
+        rates: RateModel,
+        booking: Booking,
+    ) -> None:
+        self._scheduler = scheduler
+        self._slot = slot
+        self._rates = rates
+        self._booking = booking
+        self._sent = False
+        self._settled = False
+        self.model = rates.model
+
+    @property
+    def key(self) -> ApiKey:
+        """The key to send with."""
+        return self._slot.key
+
+    @property
+    def provider(self) -> Provider:
+        """The endpoint to send to."""
+        return self._slot.endpoint.provider
+
+    @property
+    def tokens(self) -> float:
+        """Tokens reserved for the request (the estimate)."""
+        return self._booking.tokens
+
+    def sending(self) -> None:
+        """The request is about to leave: from here on the server may count it."""
+        self._sent = True
+
+    def settle(self, outcome: Outcome) -> None:
+        """Book the attempt's outcome on the key, its limits and both breakers."""
+        if not self._settled:
+            self._settled = True
+            self._scheduler._settle(self._slot, self._rates, self._booking, outcome, self._sent)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._settled:
+            self._settled = True
+            self._scheduler._abandon(self._slot, self._rates, self._booking, self._sent)
+
+
+@final
+class Scheduler:
+    """Keys and endpoints for one trio run of an engine.
+
+    Args:
+        endpoints: the routes, in order.
+        events: where key and breaker events go.
+        breaker: the circuit breaker policy for each key and endpoint (``None``: none).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[EndpointSpec],
+        events: ev.EventHub,
+        breaker: BreakerPolicy | None,
+    ) -> None:
+        self._events = events
+        self._endpoints: list[_Endpoint] = []
+        self._slots: list[_Slot] = []
+        for spec in endpoints:
+            endpoint = _Endpoint(spec, breaker)
+            for key in spec.keys:
+                slot = _Slot(key, endpoint, spec.limits, breaker, events)
+                endpoint.slots.append(slot)
+                self._slots.append(slot)
+            self._endpoints.append(endpoint)
+        self._granted = 0
+
+    # --- asking --------------------------------------------------------------------------
+    async def lease(self, tokens: float, model: str | None, *, max_cooling: float) -> Lease:
+        """Wait until some key may send a request of ``tokens``; return its lease.
+
+        Args:
+            tokens: the request's estimated tokens.
+            model: the model the request names, or ``None`` for each endpoint's default.
+            max_cooling: the longest a request will wait for a key cooling after a 429.
+
+        Raises:
+            Unavailable: nothing can be sent for it (see the module docs).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            slot, rates = self._choose(tokens, model, max_cooling)
+            now = trio.current_time()
+            want = _Want(slot, rates, tokens, reserved=False)
+            wait = self._reserve(want, now)
+            if wait <= 0:
+                return self._grant(want, now)
+            queue = slot.queues[rates.model]
+            waiter = queue.waiter(want)
+            if wait >= WAITING_EVENT_S:
+                self._events.emit(
+                    ev.REQUEST_WAITING,
+                    key_id=slot.key.fingerprint,
+                    wait_s=wait,
+                    est_tokens=tokens,
+                )
+            try:
+                came = await queue.park(waiter, now + wait)
+            except BaseException:
+                # Cancelled while waiting: its units go back, and those behind it are re-timed
+                # so that nobody takes its place out of turn.
+                if want.reserved:
+                    self._unreserve(want)
+                    self._retime(slot, rates, after=waiter.seq)
+                raise
+            now = trio.current_time()
+            if came and want.reserved and self._blocked(slot, rates, now) <= 0:
+                return self._grant(want, now)
+            if want.reserved:
+                self._unreserve(want)
+
+    def _choose(
+        self, tokens: float, model: str | None, max_cooling: float
+    ) -> tuple[_Slot, RateModel]:
+        """The key that can send soonest, or ``Unavailable``."""
+        now = trio.current_time()
+        best: tuple[_Slot, RateModel] | None = None
+        best_rank: tuple[float, int, int] = (math.inf, 0, 0)
+        cooling_for = math.inf
+        too_large: RateModel | None = None
+        alive = False
+        for slot in self._slots:
+            endpoint = slot.endpoint
+            if slot.dropped is not None or endpoint.unreachable is not None:
+                continue
+            alive = True
+            rates = slot.rates(model or endpoint.provider.model)
+            if rates.recover(now):
+                self._retime(slot, rates)
+            if rates.too_large(tokens):
+                too_large = rates
+                continue
+            cooling = rates.cooling_until - now
+            if cooling > max_cooling:
+                cooling_for = min(cooling_for, cooling)
+                continue
+            blocked = self._blocked(slot, rates, now)
+            delay = blocked
+            if blocked < math.inf:
+                delay = max(rates.delay(tokens, blocked), endpoint.delay(tokens, blocked))
+            rank = (delay, slot.in_flight, slot.granted)
+            if best is None or rank < best_rank:
+                best, best_rank = (slot, rates), rank
+        if best is not None:
+            return best
+        if not alive:
+            raise Unavailable(self._nothing_left())
+        if cooling_for < math.inf:
+            raise Unavailable(
+                Outcome(
+                    kind=ErrorKind.RATE_LIMITED,
+                    message=f"not sent: every key is rate-limited for {cooling_for:.0f}s more "
+                    "(the server's Retry-After), longer than RetryPolicy.max_retry_after="
+                    f"{max_cooling:g}s",
+                    sent=False,
+                )
+            )
+        assert too_large is not None
+        raise Unavailable(
+            Outcome(
+                kind=ErrorKind.BAD_REQUEST,
+                message=f"not sent: about {tokens:.0f} tokens, more than the key's limit of "
+                f"{too_large.ceiling()[1]:.0f} tokens/min (lower max_tokens, or split it)",
+                sent=False,
+                code="request_too_large",
+            )
+        )
+
+    def _nothing_left(self) -> Outcome:
+        """Why no key is left: the endpoint is unreachable, or every key was dropped (and
+        what the server said about each)."""
+        for endpoint in self._endpoints:
+            if endpoint.unreachable is not None:
+                return endpoint.unreachable
+        dropped = [(s.key, s.dropped) for s in self._slots if s.dropped is not None]
+        reasons = "; ".join(f"{key.fingerprint}: {why.message}" for key, why in dropped[:3])
+        if len(dropped) > 3:
+            reasons += f"; and {len(dropped) - 3} more"
+        return attrs.evolve(
+            dropped[-1][1],
+            message=f"not sent: every API key was dropped ({reasons})",
+            sent=False,
+        )
+
+    def _blocked(self, slot: _Slot, rates: RateModel, now: float) -> float:
+        """Seconds until ``slot`` may send at all (cooling, breakers); ``inf``: until woken."""
+        blocked = rates.cooling_until - now
+        for breaker in (slot.breaker, slot.endpoint.breaker):
+            if breaker is not None:
+                blocked = max(blocked, breaker.delay())
+        return max(0.0, blocked)
+
+    def _reserve(self, want: _Want, now: float) -> float:
+        """Reserve ``want``'s units no earlier than its key may send; the wait (``inf``:
+        blocked until woken, nothing reserved)."""
+        blocked = self._blocked(want.slot, want.rates, now)
+        if blocked == math.inf:
+            want.reserved = False
+            return NEVER
+        want.reserved = True
+        return max(
+            want.rates.reserve(want.tokens, blocked),
+            want.slot.endpoint.reserve(want.tokens, blocked),
+        )
+
+    def _unreserve(self, want: _Want) -> None:
+        if want.reserved:
+            want.reserved = False
+            want.rates.give_back(want.tokens)
+            want.slot.endpoint.refund(want.tokens)
+
+    def _grant(self, want: _Want, now: float) -> Lease:
+        slot = want.slot
+        slot.in_flight += 1
+        self._granted += 1
+        slot.granted = self._granted
+        for breaker in (slot.breaker, slot.endpoint.breaker):
+            if breaker is not None:
+                breaker.started()
+        want.reserved = False
+        return Lease(self, slot, want.rates, want.rates.book(want.tokens, now))
+
+    # --- re-timing and waking ------------------------------------------------------------
+    def _retime(self, slot: _Slot, rates: RateModel, *, after: int = 0) -> None:
+        """The buckets of ``rates`` changed: re-reserve its waiters (those after number
+        ``after``) in arrival order and move their deadlines; nobody is woken.
+
+        All of their units are given back before any is taken again, so that none counts the
+        others' old reservations (which would push them to the end and then release them
+        together, as a burst).
+        """
+        queue = slot.queues[rates.model]
+        waiters = [w for w in queue if w.seq > after and not w.leaving]
+        if not waiters:
+            return
+        for waiter in waiters:
+            self._unreserve(waiter.data)
+        now = trio.current_time()
+        for waiter in waiters:
+            queue.retime(waiter, now + self._reserve(waiter.data, now))
+
+    def _retime_slot(self, slot: _Slot) -> None:
+        for rates in slot.models.values():
+            self._retime(slot, rates)
+
+    def _wake(self, waiters: Iterator[Waiter[_Want]]) -> None:
+        """Release these waiters to choose a key again (theirs cooled, went or broke)."""
+        for waiter in list(waiters):
+            if not waiter.leaving:
+                self._unreserve(waiter.data)
+                WaitQueue.wake(waiter)
+
+    def _wake_everyone(self) -> None:
+        self._wake(self._all_waiters())
+
+    # --- settling ------------------------------------------------------------------------
+    def _abandon(self, slot: _Slot, rates: RateModel, booking: Booking, sent: bool) -> None:
+        """A lease left without an outcome (cancelled): give back what it holds."""
+        slot.in_flight -= 1
+        for breaker in (slot.breaker, slot.endpoint.breaker):
+            if breaker is not None:
+                breaker.finished()
+        if not sent:
+            rates.unbook(booking)
+            slot.endpoint.refund(booking.tokens)
+            self._retime(slot, rates)
+
+    def _settle(
+        self, slot: _Slot, rates: RateModel, booking: Booking, outcome: Outcome, sent: bool
+    ) -> None:
+        """Everything an attempt's outcome does to its key, limits and breakers."""
+        slot.in_flight -= 1
+        endpoint = slot.endpoint
+        now = trio.current_time()
+        if not sent:
+            for breaker in (slot.breaker, endpoint.breaker):
+                if breaker is not None:
+                    breaker.finished()
+            rates.unbook(booking)
+            endpoint.refund(booking.tokens)
+            self._retime(slot, rates)
+            return
+        retime = False
+        rule = POLICY[outcome.kind] if outcome.kind is not None else None
+        if outcome.status is not None:
+            endpoint.answered = True
+            endpoint.connect_failures = 0
+        if rule is None:
+            retime |= rates.succeeded(now)
+            usage = outcome.usage
+            if usage is not None:
+                retime |= rates.reconcile(booking, usage.total_tokens)
+        if rule is not None and rule.key is KeyAction.COOL:
+            # Those waiting on this key may be better off on another: they choose again. Their
+            # units go back first, so that the cooldown's setting of the buckets stands.
+            self._wake(iter(slot.queues[rates.model]))
+            endpoint.refund(booking.tokens)
+            rates.refused(outcome.limits, outcome.retry_after, booking, now)
+        else:
+            retime |= rates.observe(outcome.limits, booking, now)
+        if rule is not None and rule.key is KeyAction.DROP:
+            # Refused as the key's fault: the server did not count it against the account.
+            rates.unbook(booking)
+            endpoint.refund(booking.tokens)
+            self._drop(slot, outcome)
+        if (
+            outcome.code == "connect_error"
+            and not endpoint.answered
+            and endpoint.unreachable is None
+        ):
+            endpoint.connect_failures += 1
+            if endpoint.connect_failures >= UNREACHABLE_AFTER:
+                endpoint.unreachable = attrs.evolve(
+                    outcome,
+                    message=f"not sent: {outcome.message}; no request to this endpoint has "
+                    "succeeded (check the base URL)",
+                    sent=False,
+                )
+                self._events.emit(
+                    ev.BREAKER_OPENED,
+                    scope="provider",
+                    key_id=None,
+                    open_s=math.inf,
+                    reason="unreachable",
+                )
+                self._wake(endpoint.waiters())
+        succeeded = rule is None
+        failure = outcome.kind if rule is not None and rule.breaker else None
+        changed = self._record(slot.breaker, succeeded, failure, slot.key.fingerprint)
+        if changed is BreakerState.OPEN:
+            self._wake(slot.waiters())
+        elif changed is BreakerState.CLOSED:
+            retime = False
+            self._retime_slot(slot)
+            self._wake(w for w in self._all_waiters() if not w.data.reserved)
+        if self._record(endpoint.breaker, succeeded, failure, None) is not None:
+            # Open: its waiters may go to another endpoint. Closed: everyone held back by the
+            # half-open probe goes again now, not after a cool-off.
+            self._wake(endpoint.waiters())
+        if retime:
+            self._retime(slot, rates)
+
+    def _drop(self, slot: _Slot, outcome: Outcome) -> None:
+        if slot.dropped is not None:
+            return
+        slot.dropped = outcome
+        self._events.emit(ev.KEY_DROPPED, key_id=slot.key.fingerprint, reason=outcome.message)
+        if any(s.dropped is None for s in self._slots):
+            self._wake(slot.waiters())
+        else:
+            self._wake_everyone()
+
+    def _record(
+        self,
+        breaker: CircuitBreaker | None,
+        succeeded: bool,
+        failure: ErrorKind | None,
+        key_id: str | None,
+    ) -> BreakerState | None:
+        """Tell ``breaker`` how an attempt ended; announce and return a change of state."""
+        if breaker is None:
+            return None
+        changed = breaker.record(succeeded, failure)
+        announce(
+            self._events,
+            breaker,
+            changed,
+            scope="provider" if key_id is None else "key",
+            key_id=key_id,
+            failure=failure,
+        )
+        return changed
+
+    def _all_waiters(self) -> Iterator[Waiter[_Want]]:
+        for slot in self._slots:
+            yield from slot.waiters()
+
+    # --- reading -------------------------------------------------------------------------
+    def statistics(self) -> tuple[KeyStatistics, ...]:
+        """A snapshot of every key (its default model's limits)."""
+        now = trio.current_time()
+        stats = []
+        for slot in self._slots:
+            rates = slot.rates(slot.endpoint.provider.model)
+            rpm, tpm = rates.in_force()
+            cooling = max((r.cooling_until for r in slot.models.values()), default=-math.inf)
+            stats.append(
+                KeyStatistics(
+                    key_id=slot.key.fingerprint,
+                    in_flight=slot.in_flight,
+                    rpm=rpm,
+                    tpm=tpm,
+                    requests_left=None if rates.requests.rate is None else rates.requests.level,
+                    tokens_left=None if rates.tokens.rate is None else rates.tokens.level,
+                    cooling_s=max(0.0, cooling - now),
+                    dropped=None if slot.dropped is None else slot.dropped.message,
+                )
+            )
+        return tuple(stats)
+
+    @property
+    def alive(self) -> int:
+        """How many keys are not dropped."""
+        return sum(1 for slot in self._slots if slot.dropped is None)
+
+
+def _bucket(per_minute: float | None, burst_s: float) -> TokenBucket:
+    if per_minute is None:
+        return TokenBucket(None)
+    rate = per_minute / 60.0
+    return TokenBucket(rate, max(1.0, rate * burst_s))
