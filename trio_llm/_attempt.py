@@ -40,13 +40,14 @@ class Sender:
         http: the HTTP layer.
         timeout_s: the most an HTTP exchange may take (a cancel scope around it alone: the
             wait for a key is not part of it).
-        max_cooling_s: the longest a request waits for a key cooling after a 429.
+        max_blocked_s: the longest a request waits for keys that may not send at all (cooling
+            after a 429, an open breaker).
     """
 
     scheduler: Scheduler
     http: HttpPool
     timeout_s: float
-    max_cooling_s: float
+    max_blocked_s: float
 
     async def attempt(
         self,
@@ -62,7 +63,7 @@ class Sender:
         """
         try:
             lease = await self.scheduler.lease(
-                tokens, request.model, max_cooling=self.max_cooling_s
+                tokens, request.model, max_blocked=self.max_blocked_s
             )
         except Unavailable as exc:
             return exc.outcome

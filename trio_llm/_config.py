@@ -78,8 +78,9 @@ class RetryPolicy:
         wait_max: the longest backoff, seconds.
         wait_jitter: up to this many random seconds are added to each backoff.
         wait_exp_base: the backoff grows by this factor per attempt.
-        max_retry_after: a server's Retry-After longer than this is not waited for blindly: the
-            request moves to another key, or fails if there is none.
+        max_retry_after: the longest a request waits for keys that may not send at all: a
+            server's Retry-After longer than this moves the request to another key, or fails
+            it at once if there is none; a breaker that stays open longer fails it too.
         deadline: seconds from an item's first attempt after which it is given up (``None`` =
             no per-item deadline).
         rate_limit_window: an item refused with 429s is not given up before its 429s span

@@ -231,7 +231,7 @@ class Engine:
                 scheduler=scheduler,
                 http=http,
                 timeout_s=self.timeout,
-                max_cooling_s=self.retry.max_retry_after,
+                max_blocked_s=self.retry.max_retry_after,
             ),
             limiter=self._limiter,
             events=self.events,
@@ -418,7 +418,9 @@ class ResultStream:
         if self._run is not None:
             self._run.cancel()
         self._receive.close()
-        await self._stack.__aexit__(exc_type, exc, tb)
+        # The caller's exception is not the run's: it propagates as itself once the run has
+        # ended (handed to the nursery, it would come out wrapped in an ExceptionGroup).
+        await self._stack.aclose()
 
     def __aiter__(self) -> ResultStream:
         if self._receive is None:
@@ -441,7 +443,7 @@ class ResultStream:
         except trio.EndOfChannel:
             run = self._run
             if run is not None and run.source_error is not None:
-                raise SourceError(run.source_error, []) from run.source_error
+                raise SourceError(run.source_error, [], read=run.read) from run.source_error
             raise StopAsyncIteration from None
 
     def __del__(self) -> None:

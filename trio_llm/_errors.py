@@ -74,15 +74,21 @@ class SourceError(TrioLLMError):
     ``__cause__``.
 
     Attributes:
-        results: one ``Result`` per item read before the error, in input order.
+        results: from ``map``, one ``Result`` per item read before the error, in input order
+            (a stream has already handed them out: there it is empty).
+        read: how many items were read before the error.
     """
 
-    def __init__(self, cause: BaseException, results: Sequence[Result]) -> None:
+    def __init__(
+        self, cause: BaseException, results: Sequence[Result], *, read: int | None = None
+    ) -> None:
+        self.results = list(results)
+        self.read = len(self.results) if read is None else read
+        where = "their results are on .results" if self.results else "their results came first"
         super().__init__(
             f"the input source raised {type(cause).__name__}: {cause} "
-            f"(after {len(results)} items; their results are on .results)"
+            f"(after {self.read} items; {where})"
         )
-        self.results = list(results)
 
 
 class ProviderError(TrioLLMError):

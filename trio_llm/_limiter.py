@@ -159,14 +159,21 @@ class TokenBucket:
         ``refund`` the units if it gives up before using them. ``margin_s`` and ``after`` are as
         in ``delay``.
         """
+        return self.hold(amount, margin_s, after)[0]
+
+    def hold(self, amount: float, margin_s: float = 0.0, after: float = 0.0) -> tuple[float, float]:
+        """``reserve``, also returning what to ``refund`` if the units go unused: ``amount``
+        plus the refill a full bucket would have lost while waiting for ``after``."""
         if self._rate is None:
-            return max(0.0, after)
+            return max(0.0, after), 0.0
         self._refill()
         wait, moment, level = self._wait(amount, margin_s, after)
         # The level is kept as of now: what it will be at the moment of taking, less the
         # refill until then. Refill lost to the capacity during a pause is not counted.
-        self._level = level - amount - self._rate * moment
-        return wait
+        new_level = level - amount - self._rate * moment
+        taken = self._level - new_level
+        self._level = new_level
+        return wait, taken
 
     def acquire_nowait(self, amount: float = 1) -> None:
         """Take ``amount`` units if they are there now, else raise ``trio.WouldBlock``."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import final
+from typing import TypeAlias, final
 
 import attrs
 
@@ -33,7 +33,10 @@ from ._config import Limits
 from ._headers import RateLimitInfo
 from ._limiter import TokenBucket
 
-__all__ = ["SEND_MARGIN_S", "Booking", "RateModel"]
+__all__ = ["SEND_MARGIN_S", "Booking", "RateModel", "Taken"]
+
+#: What a reservation took from a pair of buckets (requests, tokens), to undo it exactly.
+Taken: TypeAlias = tuple[float, float]
 
 # Requests wait this much longer than our buckets say: the server's bucket runs on its own
 # clock with its own rounding, and being a hair early costs a 429 while a hair late costs
@@ -183,21 +186,25 @@ class RateModel:
             self.tokens.delay(tokens, SEND_MARGIN_S, after),
         )
 
-    def reserve(self, tokens: float, after: float) -> float:
-        """Reserve one request of ``tokens``, no earlier than ``after``; return the wait."""
+    def reserve(self, tokens: float, after: float) -> tuple[float, Taken]:
+        """Reserve one request of ``tokens`` to go at ``after`` seconds from now, which must be
+        no earlier than ``delay(tokens, ...)`` says; return the wait and what was taken.
+
+        Both buckets are charged at that same moment: a bucket charged earlier than the
+        request really leaves would count refill the server's bucket never had.
+        """
         self.pending_requests += 1
         self.pending_tokens += tokens
-        return max(
-            self.requests.reserve(1, SEND_MARGIN_S, after),
-            self.tokens.reserve(tokens, SEND_MARGIN_S, after),
-        )
+        requests_wait, requests_taken = self.requests.hold(1, SEND_MARGIN_S, after)
+        tokens_wait, tokens_taken = self.tokens.hold(tokens, SEND_MARGIN_S, after)
+        return max(requests_wait, tokens_wait), (requests_taken, tokens_taken)
 
-    def give_back(self, tokens: float) -> None:
-        """A reservation was not used (the request did not go)."""
+    def give_back(self, tokens: float, taken: Taken) -> None:
+        """A reservation was not used (the request did not go): undo it exactly."""
         self.pending_requests -= 1
         self.pending_tokens -= tokens
-        self.requests.refund(1)
-        self.tokens.refund(tokens)
+        self.requests.refund(taken[0])
+        self.tokens.refund(taken[1])
 
     def book(self, tokens: float, now: float) -> Booking:
         """A reserved request goes now: it leaves the pending units for the ledger."""
@@ -289,14 +296,11 @@ class RateModel:
 
         Learn first, then book: the headers of the 429 may teach a lower limit, and the time
         to wait is worked out at that rate.
+
+        The refused request keeps what it took from the buckets: the server did not count
+        it, but giving it back would let the next request leave at the same instant, and a
+        429 is the one moment not to hurry.
         """
-        self.unbook(booking)
-        # As if the refused request had never been charged: the ledgers no longer count it.
-        booking = attrs.evolve(
-            booking,
-            requests_ledger=booking.requests_ledger - 1,
-            tokens_ledger=booking.tokens_ledger - booking.tokens,
-        )
         if info != _NOTHING:
             self.has_rate_headers = True
             self._learn(info)

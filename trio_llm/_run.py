@@ -404,6 +404,13 @@ class Run:
         usage = None if outcome is None else outcome.usage
         if usage is not None:
             budget.spent_usd += self._parts.prices.cost(progress.model, usage) or 0.0
+        if budget.spent_usd >= budget.limit_usd:
+            # Nothing more can be sent: stop now, not when the next item comes along.
+            self.stop(
+                ErrorKind.BUDGET,
+                f"not sent: the budget of ${budget.limit_usd:g} is spent",
+                cancel_in_flight=False,
+            )
 
     # --- results -------------------------------------------------------------------------
     def _not_done(

@@ -26,8 +26,9 @@ the key's tokens per minute.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import final
 
@@ -42,7 +43,7 @@ from ._limiter import TokenBucket
 from ._outcome import Outcome
 from ._policy import POLICY, ErrorKind, KeyAction
 from ._providers import Provider
-from ._rate_model import SEND_MARGIN_S, Booking, RateModel
+from ._rate_model import SEND_MARGIN_S, Booking, RateModel, Taken
 from ._secrets import ApiKey
 from ._waiters import NEVER, Waiter, WaitQueue
 
@@ -106,6 +107,7 @@ class _Endpoint:
         self.tokens = _bucket(spec.provider_limits.tpm, spec.provider_limits.burst_s)
         self.breaker = None if breaker is None else CircuitBreaker(breaker, spec.provider.name)
         self.answered = False  # has any request to it ever been answered?
+        self.last_failure: Outcome | None = None  # the last that counted for its breaker
         self.connect_failures = 0
         self.unreachable: Outcome | None = None
         self.slots: list[_Slot] = []
@@ -116,15 +118,21 @@ class _Endpoint:
             self.tokens.delay(tokens, SEND_MARGIN_S, after),
         )
 
-    def reserve(self, tokens: float, after: float) -> float:
-        return max(
-            self.requests.reserve(1, SEND_MARGIN_S, after),
-            self.tokens.reserve(tokens, SEND_MARGIN_S, after),
-        )
+    def reserve(self, tokens: float, after: float) -> tuple[float, Taken]:
+        requests_wait, requests_taken = self.requests.hold(1, SEND_MARGIN_S, after)
+        tokens_wait, tokens_taken = self.tokens.hold(tokens, SEND_MARGIN_S, after)
+        return max(requests_wait, tokens_wait), (requests_taken, tokens_taken)
 
-    def refund(self, tokens: float) -> None:
-        self.requests.refund(1)
+    def refund(self, tokens: float, taken: Taken | None = None) -> None:
+        """Give back a request's units (``taken``: exactly what a reservation took)."""
+        requests, tokens = (1.0, tokens) if taken is None else taken
+        self.requests.refund(requests)
         self.tokens.refund(tokens)
+
+    @property
+    def limited(self) -> bool:
+        """Whether it has buckets of its own (shared by all of its keys)."""
+        return self.requests.rate is not None or self.tokens.rate is not None
 
     def waiters(self) -> Iterator[Waiter[_Want]]:
         for slot in self.slots:
@@ -142,15 +150,18 @@ class _Slot:
         limits: Limits,
         breaker: BreakerPolicy | None,
         events: ev.EventHub,
+        numbering: Iterator[int],
     ) -> None:
         self.key = key
         self.endpoint = endpoint
         self.limits = limits
         self.breaker = None if breaker is None else CircuitBreaker(breaker, key.fingerprint)
         self.dropped: Outcome | None = None
+        self.last_failure: Outcome | None = None  # the last that counted for its breaker
         self.in_flight = 0
         self.granted = 0  # when it was last granted (a scheduler-wide sequence number)
         self._events = events
+        self._numbering = numbering
         self.models: dict[str, RateModel] = {}
         self.queues: dict[str, WaitQueue[_Want]] = {}
 
@@ -160,7 +171,7 @@ class _Slot:
             rates = self.models[model] = RateModel(
                 self.limits, self._events, self.key.fingerprint, model
             )
-            self.queues[model] = WaitQueue()
+            self.queues[model] = WaitQueue(self._numbering)
         return rates
 
     def waiters(self) -> Iterator[Waiter[_Want]]:
@@ -176,6 +187,8 @@ class _Want:
     rates: RateModel
     tokens: float
     reserved: bool
+    give_up: float = math.inf  # when to stop waiting for a key that may not send at all
+    taken: tuple[Taken, Taken] = ((0.0, 0.0), (0.0, 0.0))  # from the key's, the endpoint's
 
 
 @final
@@ -261,35 +274,40 @@ class Scheduler:
         self._events = events
         self._endpoints: list[_Endpoint] = []
         self._slots: list[_Slot] = []
+        # One queue in arrival order, kept in parts (one per key and model) for speed.
+        numbering = itertools.count(1)
         for spec in endpoints:
             endpoint = _Endpoint(spec, breaker)
             for key in spec.keys:
-                slot = _Slot(key, endpoint, spec.limits, breaker, events)
+                slot = _Slot(key, endpoint, spec.limits, breaker, events, numbering)
                 endpoint.slots.append(slot)
                 self._slots.append(slot)
             self._endpoints.append(endpoint)
         self._granted = 0
 
     # --- asking --------------------------------------------------------------------------
-    async def lease(self, tokens: float, model: str | None, *, max_cooling: float) -> Lease:
+    async def lease(self, tokens: float, model: str | None, *, max_blocked: float) -> Lease:
         """Wait until some key may send a request of ``tokens``; return its lease.
 
         Args:
             tokens: the request's estimated tokens.
             model: the model the request names, or ``None`` for each endpoint's default.
-            max_cooling: the longest a request will wait for a key cooling after a 429.
+            max_blocked: the longest a request waits for keys that may not send at all (cooling
+                after a 429, an open breaker); after that it fails with their last failure.
 
         Raises:
             Unavailable: nothing can be sent for it (see the module docs).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        give_up = trio.current_time() + max_blocked
         while True:
-            slot, rates = self._choose(tokens, model, max_cooling)
+            slot, rates = self._choose(tokens, model, max_blocked)
             now = trio.current_time()
-            want = _Want(slot, rates, tokens, reserved=False)
-            wait = self._reserve(want, now)
-            if wait <= 0:
+            want = _Want(slot, rates, tokens, reserved=False, give_up=give_up)
+            deadline = self._deadline(want, now)
+            if deadline <= now:
                 return self._grant(want, now)
+            wait = deadline - now
             queue = slot.queues[rates.model]
             waiter = queue.waiter(want)
             if wait >= WAITING_EVENT_S:
@@ -300,22 +318,25 @@ class Scheduler:
                     est_tokens=tokens,
                 )
             try:
-                came = await queue.park(waiter, now + wait)
+                came = await queue.park(waiter, deadline)
             except BaseException:
                 # Cancelled while waiting: its units go back, and those behind it are re-timed
                 # so that nobody takes its place out of turn.
                 if want.reserved:
                     self._unreserve(want)
-                    self._retime(slot, rates, after=waiter.seq)
+                    self._retime_behind(waiter)
                 raise
             now = trio.current_time()
-            if came and want.reserved and self._blocked(slot, rates, now) <= 0:
+            blocked = self._blocked(slot, rates, now)
+            if came and want.reserved and blocked <= 0:
                 return self._grant(want, now)
             if want.reserved:
                 self._unreserve(want)
+            if blocked > 0 and now >= give_up:
+                raise Unavailable(self._blocked_outcome(slot, rates, max_blocked))
 
     def _choose(
-        self, tokens: float, model: str | None, max_cooling: float
+        self, tokens: float, model: str | None, max_blocked: float
     ) -> tuple[_Slot, RateModel]:
         """The key that can send soonest, or ``Unavailable``."""
         now = trio.current_time()
@@ -336,7 +357,7 @@ class Scheduler:
                 too_large = rates
                 continue
             cooling = rates.cooling_until - now
-            if cooling > max_cooling:
+            if cooling > max_blocked:
                 cooling_for = min(cooling_for, cooling)
                 continue
             blocked = self._blocked(slot, rates, now)
@@ -356,7 +377,7 @@ class Scheduler:
                     kind=ErrorKind.RATE_LIMITED,
                     message=f"not sent: every key is rate-limited for {cooling_for:.0f}s more "
                     "(the server's Retry-After), longer than RetryPolicy.max_retry_after="
-                    f"{max_cooling:g}s",
+                    f"{max_blocked:g}s",
                     sent=False,
                 )
             )
@@ -395,6 +416,38 @@ class Scheduler:
                 blocked = max(blocked, breaker.delay())
         return max(0.0, blocked)
 
+    def _deadline(self, want: _Want, now: float) -> float:
+        """When ``want`` may go (its reservation made), or when it gives up waiting for a key
+        that may not send at all, whichever comes first."""
+        deadline = now + self._reserve(want, now)
+        if self._blocked(want.slot, want.rates, now) > 0:
+            deadline = min(deadline, want.give_up)
+        return deadline
+
+    def _blocked_outcome(self, slot: _Slot, rates: RateModel, waited: float) -> Outcome:
+        """Why a request gave up waiting for ``slot``: its cooldown, or a breaker's last
+        failure."""
+        now = trio.current_time()
+        failure = None
+        for breaker, last in (
+            (slot.endpoint.breaker, slot.endpoint.last_failure),
+            (slot.breaker, slot.last_failure),
+        ):
+            if breaker is not None and breaker.delay() > 0 and last is not None:
+                failure = last
+        if failure is None or rates.cooling_until > now:
+            return Outcome(
+                kind=ErrorKind.RATE_LIMITED,
+                message=f"not sent: the key was rate-limited for longer than {waited:g}s",
+                sent=False,
+            )
+        return attrs.evolve(
+            failure,
+            message=f"not sent: the endpoint kept failing for more than {waited:g}s "
+            f"(its breaker is open; last: {failure.message})",
+            sent=False,
+        )
+
     def _reserve(self, want: _Want, now: float) -> float:
         """Reserve ``want``'s units no earlier than its key may send; the wait (``inf``:
         blocked until woken, nothing reserved)."""
@@ -403,16 +456,23 @@ class Scheduler:
             want.reserved = False
             return NEVER
         want.reserved = True
-        return max(
-            want.rates.reserve(want.tokens, blocked),
-            want.slot.endpoint.reserve(want.tokens, blocked),
+        # The moment it can go by every bucket; each is then charged at that very moment.
+        endpoint = want.slot.endpoint
+        moment = max(
+            blocked,
+            want.rates.delay(want.tokens, blocked),
+            endpoint.delay(want.tokens, blocked),
         )
+        key_wait, key_taken = want.rates.reserve(want.tokens, moment)
+        endpoint_wait, endpoint_taken = endpoint.reserve(want.tokens, moment)
+        want.taken = (key_taken, endpoint_taken)
+        return max(key_wait, endpoint_wait)
 
     def _unreserve(self, want: _Want) -> None:
         if want.reserved:
             want.reserved = False
-            want.rates.give_back(want.tokens)
-            want.slot.endpoint.refund(want.tokens)
+            want.rates.give_back(want.tokens, want.taken[0])
+            want.slot.endpoint.refund(want.tokens, want.taken[1])
 
     def _grant(self, want: _Want, now: float) -> Lease:
         slot = want.slot
@@ -426,34 +486,69 @@ class Scheduler:
         return Lease(self, slot, want.rates, want.rates.book(want.tokens, now))
 
     # --- re-timing and waking ------------------------------------------------------------
-    def _retime(self, slot: _Slot, rates: RateModel, *, after: int = 0) -> None:
-        """The buckets of ``rates`` changed: re-reserve its waiters (those after number
-        ``after``) in arrival order and move their deadlines; nobody is woken.
+    #
+    # A bucket keeps only a level, not who holds which moment: giving back a reservation that
+    # others came after (a waiter woken, cancelled or re-timed) frees *its* moment, while those
+    # behind keep theirs — a newcomer would then take a moment someone still holds. So whoever
+    # gives back a waiter's units re-times everyone behind it in every bucket they share: the
+    # same key and model, and the endpoint's own buckets when it has limits.
 
-        All of their units are given back before any is taken again, so that none counts the
-        others' old reservations (which would push them to the end and then release them
-        together, as a burst).
-        """
-        queue = slot.queues[rates.model]
-        waiters = [w for w in queue if w.seq > after and not w.leaving]
-        if not waiters:
+    def _behind(self, first: int, waiters: Iterable[Waiter[_Want]]) -> list[Waiter[_Want]]:
+        """The reserved waiters that share a bucket with any of ``waiters`` and came after
+        number ``first``, in arrival order."""
+        models = {id(w.data.rates) for w in waiters}
+        endpoints = {id(w.data.slot.endpoint) for w in waiters if w.data.slot.endpoint.limited}
+        found: dict[int, Waiter[_Want]] = {}
+        for slot in self._slots:
+            shares = id(slot.endpoint) in endpoints
+            for rates in slot.models.values():
+                if not shares and id(rates) not in models:
+                    continue
+                for waiter in slot.queues[rates.model]:
+                    if waiter.seq > first and not waiter.leaving:
+                        found[waiter.seq] = waiter
+        return [found[seq] for seq in sorted(found)]
+
+    def _rearrange(self, moved: list[Waiter[_Want]], *, wake: bool) -> None:
+        """Give back the units of ``moved`` and of everyone behind them; then wake ``moved``
+        to choose again (``wake``) or re-time them too; re-time the rest in arrival order."""
+        moved = [w for w in moved if not w.leaving]
+        if not moved:
             return
-        for waiter in waiters:
+        behind = self._behind(min(w.seq for w in moved), moved)
+        for waiter in (*moved, *behind):
+            self._unreserve(waiter.data)
+        if wake:
+            for waiter in moved:
+                WaitQueue.wake(waiter)
+            moving = set(moved)
+            again = [w for w in behind if w not in moving]
+        else:
+            again = sorted({*moved, *behind}, key=lambda w: w.seq)
+        now = trio.current_time()
+        for waiter in again:
+            WaitQueue.retime(waiter, self._deadline(waiter.data, now))
+
+    def _retime(self, slot: _Slot, rates: RateModel) -> None:
+        """The buckets of ``rates`` changed: re-reserve its waiters (and those behind them) in
+        arrival order and move their deadlines; nobody is woken."""
+        self._rearrange(list(slot.queues[rates.model]), wake=False)
+
+    def _retime_behind(self, gone: Waiter[_Want]) -> None:
+        """``gone`` left the queue and gave its units back: re-time those who came after."""
+        behind = self._behind(gone.seq, [gone])
+        for waiter in behind:
             self._unreserve(waiter.data)
         now = trio.current_time()
-        for waiter in waiters:
-            queue.retime(waiter, now + self._reserve(waiter.data, now))
+        for waiter in behind:
+            WaitQueue.retime(waiter, self._deadline(waiter.data, now))
 
     def _retime_slot(self, slot: _Slot) -> None:
-        for rates in slot.models.values():
-            self._retime(slot, rates)
+        self._rearrange(list(slot.waiters()), wake=False)
 
-    def _wake(self, waiters: Iterator[Waiter[_Want]]) -> None:
+    def _wake(self, waiters: Iterable[Waiter[_Want]]) -> None:
         """Release these waiters to choose a key again (theirs cooled, went or broke)."""
-        for waiter in list(waiters):
-            if not waiter.leaving:
-                self._unreserve(waiter.data)
-                WaitQueue.wake(waiter)
+        self._rearrange(list(waiters), wake=True)
 
     def _wake_everyone(self) -> None:
         self._wake(self._all_waiters())
@@ -499,7 +594,6 @@ class Scheduler:
             # Those waiting on this key may be better off on another: they choose again. Their
             # units go back first, so that the cooldown's setting of the buckets stands.
             self._wake(iter(slot.queues[rates.model]))
-            endpoint.refund(booking.tokens)
             rates.refused(outcome.limits, outcome.retry_after, booking, now)
         else:
             retime |= rates.observe(outcome.limits, booking, now)
@@ -531,6 +625,8 @@ class Scheduler:
                 self._wake(endpoint.waiters())
         succeeded = rule is None
         failure = outcome.kind if rule is not None and rule.breaker else None
+        if failure is not None:
+            slot.last_failure = endpoint.last_failure = outcome
         changed = self._record(slot.breaker, succeeded, failure, slot.key.fingerprint)
         if changed is BreakerState.OPEN:
             self._wake(slot.waiters())

@@ -10,10 +10,13 @@ may later
 
 Waiters are kept in arrival order, so an owner that re-times "everyone behind X" walks them in
 the order they came: the queue is FIFO by construction, not by the luck of trio's wake order.
+Several queues may share one numbering (``WaitQueue(numbering)``): they are then parts of one
+queue, kept apart only so that each part can be walked alone.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Generic, TypeVar, final
@@ -58,12 +61,12 @@ class Waiter(Generic[T]):
 class WaitQueue(Generic[T]):
     """Parked tasks in arrival order, each until its own (movable) deadline."""
 
-    __slots__ = ("_seq", "_waiters")
+    __slots__ = ("_numbering", "_waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, numbering: Iterator[int] | None = None) -> None:
         # A dict keeps insertion order and removes in O(1).
         self._waiters: dict[Waiter[T], None] = {}
-        self._seq = 0
+        self._numbering = itertools.count(1) if numbering is None else numbering
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -74,8 +77,7 @@ class WaitQueue(Generic[T]):
 
     def waiter(self, data: T) -> Waiter[T]:
         """A new waiter for ``data``, numbered after every earlier one."""
-        self._seq += 1
-        return Waiter(data, self._seq)
+        return Waiter(data, next(self._numbering))
 
     async def park(self, waiter: Waiter[T], deadline: float) -> bool:
         """Sleep until ``deadline`` (or wherever ``retime`` moves it).
