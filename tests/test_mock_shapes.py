@@ -20,7 +20,7 @@ import real_shapes as real
 import trio
 import trio.testing
 
-from trio_llm.testing import MockApp, MockServerConfig, count_tokens, mock_reply
+from trio_llm.testing import MockApp, MockServerConfig, MockServerProcess, count_tokens, mock_reply
 from trio_llm.testing._mock_main import _config_from_args, _parser
 
 KEY = "sk-test-0000000000a1b2"
@@ -833,3 +833,27 @@ async def test_wording_helper_generalises_numbers_only(
     assert not wording("Limit 3, Used 3.").match("Limit 3, Spent 3.")
     assert wording("try again in 5.289s.").match("try again in 1m0.5s.")
     assert wording("model x-1 ok", "x-1").match("model gpt-test ok")
+
+
+# -- a real socket ---------------------------------------------------------------------------------
+
+
+def test_a_child_process_gets_the_new_modes() -> None:
+    """MockServerProcess hands the new fields to its child (JSON) and the child honours them."""
+    config = MockServerConfig(rpm=60, headers="litellm", credit_exhausted_keys=("sk-broke-00000",))
+    auth = {"authorization": f"Bearer {KEY}"}
+    anthropic_body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    with (
+        MockServerProcess(config) as proc,
+        httpx.Client(base_url=proc.base_url, timeout=5) as client,
+    ):
+        ok = client.post("/chat/completions", json=chat(), headers=auth)
+        limited = client.post("/chat/completions", json=chat(), headers=auth)
+        broke = client.post(
+            "/messages", json=anthropic_body, headers={"x-api-key": "sk-broke-00000"}
+        )
+    assert ok.headers["x-ratelimit-api_key-limit-requests"] == "60"
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "60"
+    assert broke.status_code == 400
+    assert broke.json()["error"]["message"] == message_of(real.ANTHROPIC_CREDIT_BALANCE.body)
