@@ -76,7 +76,7 @@ async def test_public_names() -> None:
     """trio_llm.testing exports exactly its documented public names."""
     assert trio_llm.testing.__all__ == sorted(trio_llm.testing.__all__)
     assert set(trio_llm.testing.__all__) == {
-        "DEFAULT_FAULT_MIX", "FAULT_KINDS", "FaultKind", "MockApp", "MockServer",
+        "DEFAULT_FAULT_MIX", "FAULT_KINDS", "FaultKind", "HeaderDialect", "MockApp", "MockServer",
         "MockServerConfig", "MockServerProcess", "MockStats", "count_tokens", "format_reset",
         "mock_reply", "mock_server_main", "serve_mock",
     }  # fmt: skip

@@ -13,11 +13,20 @@ Run it:
 - socket-free: ``httpx.ASGITransport(app=MockApp(config))``.
 
 Predict its answers with :func:`mock_reply` and :func:`count_tokens`.
+
+It also imitates what real servers send (issue 15; each shape quoted in
+``tests/real_shapes.py``): other servers' rate-limit headers and 429 bodies
+(``headers="none"``, ``"litellm"``, ``"groq"``, ``"anthropic"``, ``"azure"``...), fixed
+calendar-minute windows, LiteLLM's hold-then-200, header-less outages, keys whose window is used
+up at the start, Anthropic's ``POST /v1/messages``, and faults in real servers' shapes (refusals,
+content parts, ``choices: []``, cache and reasoning usage, vLLM / Anthropic context-length
+errors, credit-balance and unknown-key 400s).
 """
 
 from ._mock_config import DEFAULT_FAULT_MIX as DEFAULT_FAULT_MIX
 from ._mock_config import FAULT_KINDS as FAULT_KINDS
 from ._mock_config import FaultKind as FaultKind
+from ._mock_config import HeaderDialect as HeaderDialect
 from ._mock_config import MockServerConfig as MockServerConfig
 from ._mock_content import count_tokens as count_tokens
 from ._mock_content import mock_reply as mock_reply
@@ -33,6 +42,7 @@ __all__ = [
     "DEFAULT_FAULT_MIX",
     "FAULT_KINDS",
     "FaultKind",
+    "HeaderDialect",
     "MockApp",
     "MockServer",
     "MockServerConfig",

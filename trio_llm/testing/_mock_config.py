@@ -9,12 +9,57 @@ from typing import Any, Literal, TypeAlias, cast, get_args
 import attrs
 from attrs import validators as v
 
-__all__ = ["DEFAULT_FAULT_MIX", "FAULT_KINDS", "FaultKind", "MockServerConfig"]
+__all__ = [
+    "DEFAULT_FAULT_MIX",
+    "FAULT_KINDS",
+    "HEADER_DIALECTS",
+    "FaultKind",
+    "HeaderDialect",
+    "LimitWindow",
+    "MockServerConfig",
+    "UnknownKeyError",
+]
 
 FaultKind: TypeAlias = Literal[
-    "500", "503", "529", "drop", "hang", "malformed", "context_length", "vllm_error", "html_502"
+    "500",
+    "503",
+    "529",
+    "drop",
+    "hang",
+    "malformed",
+    "context_length",
+    "vllm_error",
+    "html_502",
+    # Real servers' shapes (issue 15; each quoted in tests/real_shapes.py).
+    "refusal",
+    "content_parts",
+    "empty_choices",
+    "openai_usage_details",
+    "anthropic_cache_usage",
+    "vllm_context_legacy",
+    "vllm_context",
+    "anthropic_prompt_too_long",
+    "anthropic_overloaded",
+    "anthropic_credit_balance",
+    "litellm_unknown_key",
 ]
 """A kind of injected fault. See :class:`MockServerConfig` for what the client sees."""
+
+HeaderDialect: TypeAlias = Literal[
+    "native", "openai", "none", "litellm", "litellm_relay", "groq", "anthropic", "azure"
+]
+"""Which server's rate-limit headers (and 429 bodies) the mock imitates; see
+:class:`MockServerConfig`."""
+
+HEADER_DIALECTS: tuple[HeaderDialect, ...] = get_args(HeaderDialect)
+"""Every header dialect, in a fixed order."""
+
+LimitWindow: TypeAlias = Literal["bucket", "minute"]
+"""How a limit is counted: a continuously refilled bucket, or a fixed calendar-minute window."""
+
+UnknownKeyError: TypeAlias = Literal["openai", "litellm"]
+"""How an unknown key is refused: OpenAI's 401 ``invalid_api_key`` or LiteLLM's 400
+``no_db_connection``."""
 
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 """Every fault kind, in a fixed order."""
@@ -65,6 +110,24 @@ def _to_fault_mix(
     return tuple((k, weights[k]) for k in FAULT_KINDS if weights.get(k, 0.0) > 0)
 
 
+def _to_outage(value: float | str | Iterable[float] | None) -> tuple[float, float] | None:
+    """``S`` (the first S seconds), ``"A:B"`` / ``(A, B)`` (from A to B s), or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        start, sep, end = value.partition(":")
+        pair = (float(start), float(end)) if sep else (0.0, float(start))
+    elif isinstance(value, int | float):
+        pair = (0.0, float(value))
+    else:
+        start_s, end_s = value
+        pair = (float(start_s), float(end_s))
+    if not 0 <= pair[0] <= pair[1]:
+        msg = f"outage must be 0 <= start <= end seconds, got {pair!r}; HINT: outage=50 or (10, 60)"
+        raise ValueError(msg)
+    return pair
+
+
 def _check_fault_mix(
     instance: MockServerConfig, attribute: attrs.Attribute[Any], value: tuple[Any, ...]
 ) -> None:
@@ -101,10 +164,55 @@ class MockServerConfig:
       it is retryable.
     - ``"html_502"``: a 502 with an HTML body, as a proxy in front of a server sends.
 
+    Real servers' shapes (issue 15), each as quoted in ``tests/real_shapes.py``:
+
+    - ``"refusal"``: a 200 with ``content: null`` and ``refusal: "..."`` (OpenAI).
+    - ``"content_parts"``: a 200 whose ``content`` is a list of parts, a ``thinking`` part and
+      the reply as a ``text`` part (Mistral); streamed, each delta's content is a list too.
+    - ``"empty_choices"``: a 200 with ``choices: []`` (Azure's prompt-filter object).
+    - ``"openai_usage_details"``: a normal reply whose usage has ``prompt_tokens_details.
+      cached_tokens`` (half the prompt) and ``completion_tokens_details.reasoning_tokens``.
+    - ``"anthropic_cache_usage"``: a normal reply whose usage carries Anthropic's
+      ``cache_creation_input_tokens`` / ``cache_read_input_tokens`` (LiteLLM's OpenAI-format
+      usage on chat completions; native usage on ``/v1/messages``).
+    - ``"vllm_context_legacy"``: 400 context-length error in vLLM's old flat shape
+      (``{"object": "error", ...}``); ``"vllm_context"``: the same in vLLM's new nested shape.
+    - ``"anthropic_prompt_too_long"``: Anthropic's 400 "prompt is too long: N tokens > M
+      maximum"; ``"anthropic_overloaded"``: Anthropic's 529 ``overloaded_error``;
+      ``"anthropic_credit_balance"``: Anthropic's 400 "Your credit balance is too low".
+    - ``"litellm_unknown_key"``: LiteLLM's 400 ``no_db_connection`` ("No connected db.").
+
+    These are opt-in (never in :data:`DEFAULT_FAULT_MIX`); error bodies keep their server's
+    shape on either route.
+
+    Rate-limit modes (all off by default):
+
+    - ``headers`` picks whose rate-limit headers and 429 bodies the mock sends: ``"native"``
+      (OpenAI's on chat completions, Anthropic's on ``/v1/messages``), ``"openai"``,
+      ``"none"`` (no rate-limit header and no Retry-After at all; 429 body of LiteLLM's
+      deployment limiter), ``"litellm"`` (the proxy's per-key limiter: with the bucket,
+      ``x-ratelimit-api_key-{limit,remaining}-*`` and 429s with ``retry-after: 60``,
+      ``rate_limit_type``, ``reset_at``; with ``window="minute"``, the v1 limiter's bare
+      ``x-ratelimit-{limit,remaining}-*`` without reset and a float Retry-After to the next
+      minute), ``"litellm_relay"`` (an upstream's 429 relayed by LiteLLM: ``llm_provider-
+      retry-after``), ``"groq"`` (the requests family is per *day*, from ``rpd``; tokens per
+      minute; Retry-After only on 429s), ``"anthropic"`` (``anthropic-ratelimit-*`` with
+      RFC 3339 resets, the input/output families from ``itpm``/``otpm``) or ``"azure"``
+      (``x-ratelimit-remaining-{requests,tokens}`` only; 429s with Retry-After).
+    - ``window="minute"`` counts each limit in fixed calendar minutes instead of the bucket;
+      ``remaining`` goes to 0 and no reset header is sent.
+    - ``hold_s > 0``: an over-limit request is held (up to that many seconds) until it fits,
+      then answered 200, as LiteLLM's proxy does; past that it gets its 429.
+    - ``outage=(A, B)``: from A to B seconds after the server's first request every chat
+      request gets a 429 with no rate-limit header and no Retry-After, then service resumes.
+    - ``start_exhausted``: each key's limits start used up, as if another process had spent
+      the window.
+
     Attributes:
         model: the model id listed by ``GET /v1/models`` and used when a request names none.
         keys: the valid API keys; ``None`` accepts any ``Authorization: Bearer <key>``.
-        quota_exhausted_keys: keys that authenticate but always get 429 ``insufficient_quota``.
+        quota_exhausted_keys: keys that authenticate but always get 429 ``insufficient_quota``
+            (on ``/v1/messages``: Anthropic's 400 "credit balance is too low").
         rpm: requests per minute per key; ``None`` is unlimited.
         tpm: tokens per minute per key; ``None`` is unlimited.
         key_rpm: per-key overrides of ``rpm`` (uneven keys: one on a lower tier).
@@ -119,6 +227,21 @@ class MockServerConfig:
         fault_retry_after: seconds for ``retry-after`` on 500/503/529 faults; ``None`` sends
             none.
         seed: seeds the latency draws and the fault decisions.
+        headers: the rate-limit header dialect (see above).
+        window: ``"bucket"`` (default) or ``"minute"`` (fixed calendar-minute counts).
+        rpd: requests per day per key (a bucket holding the whole day); ``None`` is unlimited.
+            With ``headers="groq"`` the requests headers report it.
+        itpm: input tokens per minute per key (Anthropic's ITPM); ``None`` is unlimited.
+        otpm: output tokens per minute per key (Anthropic's OTPM, charged at ``max_tokens``
+            then refunded to the real length); ``None`` is unlimited.
+        hold_s: seconds an over-limit request may be held before it is answered (0: refuse).
+        outage: ``(start_s, end_s)`` of a header-less 429 outage, or ``None``; a number ``S``
+            means ``(0, S)``.
+        start_exhausted: keys start with their limits used up.
+        credit_exhausted_keys: keys that authenticate but always get Anthropic's 400 "credit
+            balance is too low".
+        unknown_key_error: how a key not in ``keys`` is refused: ``"openai"`` (401
+            ``invalid_api_key``) or ``"litellm"`` (400 ``no_db_connection``).
     """
 
     model: str = "mock-gpt"
@@ -138,11 +261,31 @@ class MockServerConfig:
     )
     fault_retry_after: float | None = attrs.field(default=None, validator=v.optional(_non_negative))
     seed: int = 0
+    headers: HeaderDialect = attrs.field(default="native", validator=v.in_(HEADER_DIALECTS))
+    window: LimitWindow = attrs.field(default="bucket", validator=v.in_(get_args(LimitWindow)))
+    rpd: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
+    itpm: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
+    otpm: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
+    hold_s: float = attrs.field(default=0.0, validator=_non_negative)
+    outage: tuple[float, float] | None = attrs.field(default=None, converter=_to_outage)
+    start_exhausted: bool = False
+    credit_exhausted_keys: tuple[str, ...] = attrs.field(default=(), converter=_to_quota_keys)
+    unknown_key_error: UnknownKeyError = attrs.field(
+        default="openai", validator=v.in_(get_args(UnknownKeyError))
+    )
 
     @property
     def limited(self) -> bool:
         """Whether keys have any rate limit (and so responses carry rate-limit headers)."""
-        return bool(self.rpm is not None or self.tpm is not None or self.key_rpm or self.key_tpm)
+        return bool(
+            self.rpm is not None
+            or self.tpm is not None
+            or self.key_rpm
+            or self.key_tpm
+            or self.rpd is not None
+            or self.itpm is not None
+            or self.otpm is not None
+        )
 
     def limits_of(self, key: str) -> tuple[int | None, int | None]:
         """The (rpm, tpm) of one key: its override, else the default."""
@@ -158,4 +301,6 @@ class MockServerConfig:
         """Build a config from :meth:`to_json`'s output."""
         data = cast("dict[str, Any]", json.loads(text))
         data["fault_mix"] = [tuple(pair) for pair in data["fault_mix"]]
+        if data.get("outage") is not None:
+            data["outage"] = tuple(data["outage"])
         return cls(**data)

@@ -1,22 +1,55 @@
-"""The mock's per-key rate limits: two leaky buckets and OpenAI's rate-limit headers.
+"""The mock's per-key rate limits: leaky buckets or fixed calendar windows, one per limit.
 
-Each limited key has a *requests* bucket (``rpm``) and a *tokens* bucket (``tpm``). A bucket
-refills continuously at ``limit / 60`` per second up to a capacity of ``burst_s`` seconds of that
-rate. A request is admitted when the bucket holds at least its cost, or, for a request that costs
-more than the whole capacity, when the bucket is full; the level may then go negative, a debt
-the refill pays off before anything else is admitted. Without that rule a 5,000-token request on
-a 60,000 TPM key (capacity 1,000 at ``burst_s=1``) could never run.
+Each limited key has up to five counters: *requests* (``rpm``), *tokens* (``tpm``),
+*requests_day* (``rpd``), *input_tokens* (``itpm``) and *output_tokens* (``otpm``).
 
-The bucket never sleeps: it answers "admitted" or "retry in N seconds", and the server turns the
-latter into a 429 with ``retry-after`` / ``retry-after-ms``.
+A :class:`LeakyBucket` refills continuously at ``limit / window`` per second up to a capacity of
+``burst_s`` seconds of that rate. A request is admitted when the bucket holds at least its cost,
+or, for a request that costs more than the whole capacity, when the bucket is full; the level
+may then go negative, a debt the refill pays off before anything else is admitted. Without that
+rule a 5,000-token request on a 60,000 TPM key (capacity 1,000 at ``burst_s=1``) could never run.
+The per-day bucket holds the whole day (Groq's RPD refills that way: its reset header says how
+long until the bucket is full again).
+
+A :class:`FixedWindow` counts use within each calendar window (minute) of the wall clock and
+forgets it when the next window starts, as LiteLLM's limiters do (``dt.strftime("%H-%M")``).
+
+The counters never sleep: they answer "admitted" or "retry in N seconds"; the server turns the
+latter into a 429 (or holds the request). Headers are formatted per dialect in
+``_mock_headers``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, final
+from typing import Literal, Protocol, TypeAlias, final
 
-__all__ = ["Admission", "KeyLimits", "LeakyBucket", "format_reset"]
+__all__ = [
+    "LIMIT_NAMES",
+    "Admission",
+    "Counter",
+    "FixedWindow",
+    "KeyLimits",
+    "LeakyBucket",
+    "LimitName",
+    "format_reset",
+]
+
+LimitName: TypeAlias = Literal[
+    "requests", "tokens", "requests_day", "input_tokens", "output_tokens"
+]
+
+#: The counters in the order their refusals are reported (a tie goes to the first).
+LIMIT_NAMES: tuple[LimitName, ...] = (
+    "requests",
+    "tokens",
+    "requests_day",
+    "input_tokens",
+    "output_tokens",
+)
+
+MINUTE = 60.0
+DAY = 86_400.0
 
 
 def format_reset(seconds: float) -> str:
@@ -48,23 +81,66 @@ def format_reset(seconds: float) -> str:
 _EPSILON = 1e-6
 
 
+class Counter(Protocol):
+    """What the server needs from one limit, whichever way it is counted."""
+
+    @property
+    def limit(self) -> int:
+        """The limit as the provider states it (per window)."""
+        ...
+
+    def wait_for(self, cost: float, now: float) -> float:
+        """How long until *cost* is admissible: 0.0 if it is now."""
+        ...
+
+    def charge(self, cost: float, now: float) -> None:
+        """Take *cost* (the caller checked :meth:`wait_for` first)."""
+        ...
+
+    def refund(self, amount: float, now: float) -> None:
+        """Give back *amount* charged but not used."""
+        ...
+
+    def remaining(self, now: float) -> int:
+        """What is left now, in whole units (never negative)."""
+        ...
+
+    def used(self, now: float) -> int:
+        """What is spent now, in whole units (at most the limit... plus any debt)."""
+        ...
+
+    def reset_s(self, now: float) -> float:
+        """Seconds until the counter is fully replenished."""
+        ...
+
+
 @final
 class LeakyBucket:
-    """A bucket of *limit per minute* that refills continuously and may go into debt.
+    """A bucket of *limit per window* that refills continuously and may go into debt.
 
     Args:
-        limit_per_minute: the limit as the provider states it (RPM or TPM).
-        burst_s: capacity in seconds of refill: ``capacity = limit / 60 * burst_s``.
-        now: the current time on the server's clock; the bucket starts full.
+        limit: the limit as the provider states it (per ``window_s``: RPM, TPM, RPD...).
+        burst_s: capacity in seconds of refill: ``capacity = limit / window_s * burst_s``.
+        now: the current time on the server's clock.
+        window_s: the window the limit is stated for (60 for per-minute limits).
+        empty: start with nothing in the bucket instead of full.
     """
 
     __slots__ = ("_level", "_updated", "capacity", "limit", "rate")
 
-    def __init__(self, limit_per_minute: int, burst_s: float, now: float) -> None:
-        self.limit = limit_per_minute
-        self.rate = limit_per_minute / 60.0
+    def __init__(
+        self,
+        limit: int,
+        burst_s: float,
+        now: float,
+        *,
+        window_s: float = MINUTE,
+        empty: bool = False,
+    ) -> None:
+        self.limit = limit
+        self.rate = limit / window_s
         self.capacity = self.rate * burst_s
-        self._level = self.capacity
+        self._level = 0.0 if empty else self.capacity
         self._updated = now
 
     def level(self, now: float) -> float:
@@ -90,16 +166,101 @@ class LeakyBucket:
         """Give back *amount* (never above capacity)."""
         self._level = min(self.capacity, self.level(now) + amount)
 
+    def remaining(self, now: float) -> int:
+        """Whole units in the bucket now (0 while in debt)."""
+        return math.floor(max(self.level(now), 0.0))
+
+    def used(self, now: float) -> int:
+        """Whole units missing from a full bucket (debt included)."""
+        return math.ceil(self.capacity - self.level(now) - _EPSILON)
+
+    def reset_s(self, now: float) -> float:
+        """Seconds until the bucket is full again."""
+        return max(0.0, (self.capacity - self.level(now)) / self.rate)
+
     def headers(self, suffix: str, now: float) -> list[tuple[bytes, bytes]]:
         """Return OpenAI's ``x-ratelimit-{limit,remaining,reset}-<suffix>`` headers at *now*."""
-        level = self.level(now)
-        remaining = math.floor(max(level, 0.0))
-        reset = (self.capacity - level) / self.rate
         return [
             (b"x-ratelimit-limit-" + suffix.encode(), str(self.limit).encode()),
-            (b"x-ratelimit-remaining-" + suffix.encode(), str(remaining).encode()),
-            (b"x-ratelimit-reset-" + suffix.encode(), format_reset(reset).encode()),
+            (b"x-ratelimit-remaining-" + suffix.encode(), str(self.remaining(now)).encode()),
+            (b"x-ratelimit-reset-" + suffix.encode(), format_reset(self.reset_s(now)).encode()),
         ]
+
+
+@final
+class FixedWindow:
+    """Use counted per fixed calendar window of the wall clock (LiteLLM's ``%H-%M`` minutes).
+
+    A request is admitted while ``used + cost <= limit``; a request larger than the whole
+    limit is admitted into an unused window (so it can ever run). A refusal waits for the next
+    window. Refunds only return use to the window it was taken from.
+
+    Args:
+        limit: the limit per window.
+        now: the current time on the server's clock.
+        wall_offset: add to the server's clock to get Unix time (window boundaries are on the
+            wall clock: minute ``N`` starts at ``N * 60`` seconds since the epoch).
+        window_s: the window length.
+        exhausted: the current window starts used up (as if another process had spent it).
+    """
+
+    __slots__ = ("_used", "_window", "limit", "wall_offset", "window_s")
+
+    def __init__(
+        self,
+        limit: int,
+        now: float,
+        *,
+        wall_offset: float,
+        window_s: float = MINUTE,
+        exhausted: bool = False,
+    ) -> None:
+        self.limit = limit
+        self.wall_offset = wall_offset
+        self.window_s = window_s
+        self._window = self._index(now)
+        self._used = float(limit) if exhausted else 0.0
+
+    def _index(self, now: float) -> int:
+        return math.floor((now + self.wall_offset) / self.window_s + 1e-9)
+
+    def _roll(self, now: float) -> None:
+        window = self._index(now)
+        if window != self._window:
+            self._window = window
+            self._used = 0.0
+
+    def wait_for(self, cost: float, now: float) -> float:
+        """0.0 if *cost* fits in this window, else the seconds to the next one."""
+        self._roll(now)
+        if self._used + cost <= self.limit + _EPSILON or self._used <= _EPSILON:
+            return 0.0
+        return self.reset_s(now)
+
+    def charge(self, cost: float, now: float) -> None:
+        """Count *cost* in the current window."""
+        self._roll(now)
+        self._used += cost
+
+    def refund(self, amount: float, now: float) -> None:
+        """Uncount *amount*, if the window it was charged to is still the current one."""
+        self._roll(now)
+        self._used = max(0.0, self._used - amount)
+
+    def remaining(self, now: float) -> int:
+        """What is left of this window's limit."""
+        self._roll(now)
+        return max(0, math.floor(self.limit - self._used + _EPSILON))
+
+    def used(self, now: float) -> int:
+        """What this window has used."""
+        self._roll(now)
+        return math.ceil(self._used - _EPSILON)
+
+    def reset_s(self, now: float) -> float:
+        """Seconds to the start of the next window."""
+        wall = now + self.wall_offset
+        return (math.floor(wall / self.window_s + 1e-9) + 1) * self.window_s - wall
 
 
 @final
@@ -108,61 +269,92 @@ class Admission:
 
     Attributes:
         wait_s: 0.0 when admitted, else the time until the request would be admissible.
-        limited_by: which bucket refused it (``"requests"`` or ``"tokens"``), else ``None``.
-        headers: the rate-limit headers as of this decision.
+        limited_by: which counter refused it, else ``None``.
+        requested: what the request asked of that counter (1 request, N tokens).
     """
 
-    __slots__ = ("headers", "limited_by", "wait_s")
+    __slots__ = ("limited_by", "requested", "wait_s")
 
-    def __init__(
-        self,
-        wait_s: float,
-        limited_by: Literal["requests", "tokens"] | None,
-        headers: list[tuple[bytes, bytes]],
-    ) -> None:
+    def __init__(self, wait_s: float, limited_by: LimitName | None, requested: float) -> None:
         self.wait_s = wait_s
         self.limited_by = limited_by
-        self.headers = headers
+        self.requested = requested
 
 
 @final
 class KeyLimits:
-    """The requests and tokens buckets of one key; either may be ``None`` (unlimited)."""
+    """The counters of one key; each may be ``None`` (unlimited).
 
-    __slots__ = ("requests", "tokens")
+    Args:
+        limits: the limit of each counter (``None`` or missing: unlimited).
+        burst_s: bucket capacity in seconds of refill (per-minute buckets).
+        now: the current time on the server's clock.
+        window: ``"bucket"`` or ``"minute"`` (fixed calendar minutes; the day stays a bucket).
+        wall_offset: server clock to Unix time, for fixed windows.
+        exhausted: every counter starts used up.
+    """
 
-    def __init__(self, rpm: int | None, tpm: int | None, burst_s: float, now: float) -> None:
-        self.requests = None if rpm is None else LeakyBucket(rpm, burst_s, now)
-        self.tokens = None if tpm is None else LeakyBucket(tpm, burst_s, now)
+    __slots__ = ("counters", "window")
 
-    def admit(self, token_cost: int, now: float) -> Admission:
-        """Charge one request and *token_cost* tokens if both buckets allow it, else refuse.
+    def __init__(
+        self,
+        limits: dict[LimitName, int | None],
+        burst_s: float,
+        now: float,
+        *,
+        window: Literal["bucket", "minute"] = "bucket",
+        wall_offset: float = 0.0,
+        exhausted: bool = False,
+    ) -> None:
+        self.window = window
+        self.counters: dict[LimitName, Counter] = {}
+        for name in LIMIT_NAMES:
+            limit = limits.get(name)
+            if limit is None:
+                continue
+            counter: Counter
+            if name == "requests_day":
+                counter = LeakyBucket(limit, DAY, now, window_s=DAY, empty=exhausted)
+            elif window == "minute":
+                counter = FixedWindow(limit, now, wall_offset=wall_offset, exhausted=exhausted)
+            else:
+                counter = LeakyBucket(limit, burst_s, now, empty=exhausted)
+            self.counters[name] = counter
 
-        Nothing is charged on refusal. When both buckets refuse, the longer wait is reported so
-        that a client honouring ``retry-after`` is admitted on its next try.
+    @property
+    def requests(self) -> Counter | None:
+        """The per-minute requests counter."""
+        return self.counters.get("requests")
+
+    @property
+    def tokens(self) -> Counter | None:
+        """The per-minute tokens counter."""
+        return self.counters.get("tokens")
+
+    def admit(self, costs: dict[LimitName, float], now: float) -> Admission:
+        """Charge every counter its cost if all of them allow it, else refuse.
+
+        Nothing is charged on refusal. When several counters refuse, the longest wait is
+        reported so that a client honouring ``retry-after`` is admitted on its next try.
         """
-        wait_requests = 0.0 if self.requests is None else self.requests.wait_for(1, now)
-        wait_tokens = 0.0 if self.tokens is None else self.tokens.wait_for(token_cost, now)
-        limited_by: Literal["requests", "tokens"] | None = None
-        if wait_requests > 0 or wait_tokens > 0:
-            limited_by = "requests" if wait_requests >= wait_tokens else "tokens"
-        else:
-            if self.requests is not None:
-                self.requests.charge(1, now)
-            if self.tokens is not None:
-                self.tokens.charge(token_cost, now)
-        return Admission(max(wait_requests, wait_tokens), limited_by, self.headers(now))
+        longest = 0.0
+        limited_by: LimitName | None = None
+        for name, counter in self.counters.items():
+            wait = counter.wait_for(costs.get(name, 0.0), now)
+            if wait > longest:
+                longest, limited_by = wait, name
+        if limited_by is not None:
+            return Admission(longest, limited_by, costs.get(limited_by, 0.0))
+        for name, counter in self.counters.items():
+            counter.charge(costs.get(name, 0.0), now)
+        return Admission(0.0, None, 0.0)
+
+    def refund(self, name: LimitName, amount: float, now: float) -> None:
+        """Return *amount* charged up front to counter *name* but not used."""
+        counter = self.counters.get(name)
+        if counter is not None and amount > 0:
+            counter.refund(amount, now)
 
     def refund_tokens(self, amount: int, now: float) -> None:
         """Return tokens charged up front but not used (``max_tokens`` above the real length)."""
-        if self.tokens is not None and amount > 0:
-            self.tokens.refund(amount, now)
-
-    def headers(self, now: float) -> list[tuple[bytes, bytes]]:
-        """Return the rate-limit headers of the limited buckets at *now*."""
-        headers: list[tuple[bytes, bytes]] = []
-        if self.requests is not None:
-            headers += self.requests.headers("requests", now)
-        if self.tokens is not None:
-            headers += self.tokens.headers("tokens", now)
-        return headers
+        self.refund("tokens", amount, now)

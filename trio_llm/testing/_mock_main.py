@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeAlias, cast
 
-from ._mock_config import MockServerConfig
+from ._mock_config import HEADER_DIALECTS, MockServerConfig
 from ._mock_serve import hypercorn_config
 from ._mock_server import MockApp
 
@@ -66,6 +66,40 @@ def _parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed for latency and faults (default: 0)")
     add("--burst-s", type=float, default=1.0, help="bucket capacity in seconds of rate")
     add("--quota-exhausted-keys", help="comma-separated keys that get 429 insufficient_quota")
+    # Real servers' behaviours (issue 15); see MockServerConfig.
+    add(
+        "--headers",
+        choices=HEADER_DIALECTS,
+        default="native",
+        help="whose rate-limit headers and 429 bodies to imitate (default: %(default)s)",
+    )
+    add(
+        "--window",
+        choices=["bucket", "minute"],
+        default="bucket",
+        help="count limits in a refilling bucket or fixed calendar minutes (default: bucket)",
+    )
+    add("--rpd", type=int, help="requests per day per key (default: unlimited)")
+    add("--itpm", type=int, help="input tokens per minute per key (default: unlimited)")
+    add("--otpm", type=int, help="output tokens per minute per key (default: unlimited)")
+    add(
+        "--hold-s",
+        type=float,
+        default=0.0,
+        help="hold an over-limit request up to this many seconds, then answer (default: 0)",
+    )
+    add("--outage", help="429 with no headers for the first S seconds, or from A to B: S or A:B")
+    add("--start-exhausted", action="store_true", help="keys start with their limits used up")
+    add(
+        "--credit-exhausted-keys",
+        help="comma-separated keys that get Anthropic's 400 'credit balance is too low'",
+    )
+    add(
+        "--unknown-key-error",
+        choices=["openai", "litellm"],
+        default="openai",
+        help="refuse unknown keys with OpenAI's 401 or LiteLLM's 400 (default: openai)",
+    )
     add(
         "--server",
         choices=["auto", "hypercorn", "uvicorn"],
@@ -97,6 +131,16 @@ def _config_from_args(args: argparse.Namespace) -> MockServerConfig:
         latency_per_token=args.latency_per_token,
         error_rate=args.error_rate,
         seed=args.seed,
+        headers=args.headers,
+        window=args.window,
+        rpd=args.rpd,
+        itpm=args.itpm,
+        otpm=args.otpm,
+        hold_s=args.hold_s,
+        outage=args.outage,
+        start_exhausted=args.start_exhausted,
+        credit_exhausted_keys=args.credit_exhausted_keys or (),
+        unknown_key_error=args.unknown_key_error,
         **extra,  # type: ignore[arg-type]
     )
 

@@ -7,12 +7,18 @@ behind ``httpx.ASGITransport`` with no socket at all.
 Routes:
 
 - ``POST /v1/chat/completions`` (and ``/chat/completions``): JSON or SSE (``"stream": true``).
+- ``POST /v1/messages`` (and ``/messages``): Anthropic's Messages API, JSON only, with
+  Anthropic's error shapes and (by default) its ``anthropic-ratelimit-*`` headers.
 - ``GET /v1/models``: the configured model.
 - ``GET /stats`` / ``POST /stats/reset``: the counters of :class:`MockStats`.
 
-A chat request goes through: auth → body → rate limits (charged at admission) → fault decision
-→ latency → response (unused tokens refunded). Only admitted requests count as "seen" for the
-fault decision, so a 429 doesn't move a prompt's fault sequence along.
+A key is read from ``Authorization: Bearer``, ``api-key`` (Azure) or ``x-api-key``
+(Anthropic).
+
+A chat request goes through: auth → body → outage → rate limits (charged at admission; a
+refused request may be held) → fault decision → latency → response (unused tokens refunded).
+Only admitted requests count as "seen" for the fault decision, so a 429 doesn't move a prompt's
+fault sequence along.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from typing import Any, Final, cast, final
 
 import anyio
 
+from . import _mock_shapes as shapes
 from ._mock_config import FAULT_KINDS, FaultKind, MockServerConfig
 from ._mock_content import count_tokens, mock_reply, prompt_digest, truncate_to_tokens
-from ._mock_limits import KeyLimits, format_reset
+from ._mock_headers import Api, limit_headers, resolve_dialect, retry_headers
+from ._mock_limits import Admission, KeyLimits, LimitName
 from ._mock_stats import MockStats, StatsCounter, key_fingerprint
 
 __all__ = ["MockApp", "Receive", "Scope", "Send"]
@@ -43,6 +51,29 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 _JSON: Final = (b"content-type", b"application/json")
+
+#: Faults answered by the success path with a different body (they still produce a reply).
+_BODY_VARIANTS: Final = frozenset(
+    {"refusal", "content_parts", "empty_choices", "openai_usage_details", "anthropic_cache_usage"}
+)
+#: Body variants that are not a usable answer (not counted as successes).
+_NOT_AN_ANSWER: Final = frozenset({"refusal", "empty_choices"})
+#: Variants with no Anthropic Messages shape in the mock.
+_OPENAI_ONLY: Final = frozenset(
+    {"refusal", "content_parts", "empty_choices", "openai_usage_details"}
+)
+#: Anthropic's error type for each status of a generic error.
+_ANTHROPIC_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 _DIRECTIVE = re.compile(r"\[\[fault:([A-Za-z0-9_]+)(?:\*(\d+))?\]\]")
 _HTML_502: Final = (
@@ -53,13 +84,33 @@ _HTML_502: Final = (
 
 
 class _HTTPError(Exception):
-    """An error response decided before the request is admitted (bad auth, bad body, 429)."""
+    """An error response decided before the request is admitted (bad auth, bad body, 429).
 
-    def __init__(self, status: int, body: dict[str, Any], headers: Headers | None = None) -> None:
+    ``native`` bodies are sent as they are; the others are OpenAI-shaped and become
+    Anthropic's error envelope on ``/v1/messages``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        body: dict[str, Any],
+        headers: Headers | None = None,
+        *,
+        native: bool = False,
+    ) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
         self.headers = headers or []
+        self.native = native
+
+    def body_for(self, api: Api, request_id: str) -> Any:
+        """The body to send on a route of *api*."""
+        if self.native or api == "openai":
+            return self.body
+        message = str(self.body.get("error", {}).get("message", ""))
+        type_ = _ANTHROPIC_TYPES.get(self.status, "invalid_request_error")
+        return shapes.anthropic_error(type_, message, request_id)
 
 
 def _error_body(message: str, type_: str, code: str | None, param: str | None = None) -> Any:
@@ -85,9 +136,10 @@ def _text_of(content: Any) -> str:
 
 @final
 class _Chat:
-    """One parsed, priced chat completion request."""
+    """One parsed, priced chat completion (or Anthropic Messages) request."""
 
     __slots__ = (
+        "api",
         "completion_id",
         "completion_tokens",
         "content",
@@ -95,6 +147,7 @@ class _Chat:
         "digest",
         "finish_reason",
         "include_usage",
+        "max_tokens",
         "model",
         "prompt",
         "prompt_tokens",
@@ -102,6 +155,7 @@ class _Chat:
         "token_cost",
     )
 
+    api: Api
     completion_id: str
     completion_tokens: int
     content: str
@@ -109,13 +163,14 @@ class _Chat:
     digest: bytes
     finish_reason: str
     include_usage: bool
+    max_tokens: int | None
     model: str
     prompt: str
     prompt_tokens: int
     stream: bool
     token_cost: int
 
-    def __init__(self, body: Any, default_model: str) -> None:
+    def __init__(self, body: Any, default_model: str, api: Api = "openai") -> None:
         if not isinstance(body, dict):
             raise _bad_request("The request body must be a JSON object.")
         messages = body.get("messages")
@@ -123,11 +178,19 @@ class _Chat:
             raise _bad_request("'messages' must be a non-empty array.", "messages")
         if not all(isinstance(m, dict) for m in messages):
             raise _bad_request("Each message must be an object.", "messages")
+        if api == "anthropic":
+            # The Messages API requires max_tokens; the mock serves it without streaming.
+            if "max_tokens" not in body:
+                raise _bad_request("max_tokens: Field required", "max_tokens")
+            if body.get("stream") is True:
+                raise _bad_request("stream: the mock serves /v1/messages without streaming.")
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is not None and (
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
         ):
             raise _bad_request("'max_tokens' must be an integer >= 1.", "max_tokens")
+        self.api = api
+        self.max_tokens = max_tokens
         self.completion_id = ""  # set by the server once the request is admitted
         self.created = int(time.time())
         self.model = str(body.get("model") or default_model)
@@ -141,6 +204,8 @@ class _Chat:
              if m.get("role") == "user"),
             "",
         )  # fmt: skip
+        if api == "anthropic" and body.get("system") is not None:
+            texts.append(_text_of(body["system"]))
         self.digest = prompt_digest(self.prompt)
         self.prompt_tokens = sum(count_tokens(t) + 3 for t in texts)
         full = mock_reply(self.prompt)
@@ -154,20 +219,53 @@ class _Chat:
             self.completion_tokens = full_tokens
             self.finish_reason = "stop"
         # Charged at admission like a provider does: the prompt plus the most it may generate.
-        self.token_cost = self.prompt_tokens + (
-            max_tokens if max_tokens is not None else self.completion_tokens
-        )
+        self.token_cost = self.prompt_tokens + self.output_cost
+
+    @property
+    def output_cost(self) -> int:
+        """Output tokens charged up front: ``max_tokens``, else the reply's length."""
+        return self.max_tokens if self.max_tokens is not None else self.completion_tokens
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def usage(self) -> dict[str, int]:
+    def costs(self) -> dict[LimitName, float]:
+        """What admission charges each counter."""
         return {
+            "requests": 1,
+            "requests_day": 1,
+            "tokens": self.token_cost,
+            "input_tokens": self.prompt_tokens,
+            "output_tokens": self.output_cost,
+        }
+
+    def usage(self, variant: str | None = None) -> dict[str, Any]:
+        """OpenAI's usage object, with the details a *variant* fault adds."""
+        usage: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if variant == "openai_usage_details":
+            usage["prompt_tokens_details"] = {
+                "cached_tokens": self.prompt_tokens // 2,
+                "audio_tokens": 0,
+            }
+            usage["completion_tokens_details"] = {
+                "reasoning_tokens": self.completion_tokens // 2,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
+        elif variant == "anthropic_cache_usage":
+            # LiteLLM's OpenAI-format usage for Anthropic models: prompt_tokens counts every
+            # prompt token, cached_tokens the cache reads, plus Anthropic's cache writes.
+            _, creation, read = shapes.cache_split(self.prompt_tokens)
+            usage["prompt_tokens_details"] = {"cached_tokens": read}
+            usage["completion_tokens_details"] = {"reasoning_tokens": 0}
+            usage["cache_creation_input_tokens"] = creation
+        return usage
 
 
 @final
@@ -181,9 +279,17 @@ class MockApp:
     Args:
         config: how the server behaves; the defaults accept any key with no limits, no latency
             and no faults.
+        wall_clock: returns Unix time (default :func:`time.time`); calendar-minute windows,
+            LiteLLM's ``reset_at`` and Anthropic's RFC 3339 resets read it. Tests on trio's
+            virtual clock pass one that follows it.
     """
 
-    def __init__(self, config: MockServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: MockServerConfig | None = None,
+        *,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
         self.config = config if config is not None else MockServerConfig()
         self._stats = StatsCounter()
         self._limits: dict[str, KeyLimits] = {}
@@ -197,6 +303,10 @@ class MockApp:
         self._sequence = 0
         # Ids unique across restarts of the server, cheap per request.
         self._id_prefix = os.urandom(4).hex()
+        # Unix time, for calendar windows and absolute resets; tests pass a clock of their own.
+        self._wall = wall_clock if wall_clock is not None else time.time
+        # The server's clock at its first ASGI call: the origin of `outage`.
+        self._started: float | None = None
 
     def stats(self) -> MockStats:
         """Return a snapshot of the counters."""
@@ -208,6 +318,8 @@ class MockApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
+        if self._started is None:
+            self._started = anyio.current_time()
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
@@ -215,11 +327,17 @@ class MockApp:
             return
         path = scope["path"].rstrip("/")
         method = scope["method"]
+        api: Api | None = None
         if path in ("/v1/chat/completions", "/chat/completions"):
+            api = "openai"
+        elif path in ("/v1/messages", "/messages"):
+            api = "anthropic"
+        if api is not None:
             if method != "POST":
-                await _send_json(send, 405, _error_body("Use POST.", "invalid_request_error", None))
+                error = _HTTPError(405, _error_body("Use POST.", "invalid_request_error", None))
+                await _send_json(send, 405, error.body_for(api, "req_mock_405"))
                 return
-            await self._chat_completions(scope, receive, send)
+            await self._chat_completions(scope, receive, send, api)
         elif path in ("/v1/models", "/models") and method == "GET":
             await _send_json(send, 200, self._models())
         elif path == "/stats" and method == "GET":
@@ -235,7 +353,7 @@ class MockApp:
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "trio-llm"}
         return {"object": "list", "data": [model]}
 
-    async def _chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chat_completions(self, scope: Scope, receive: Receive, send: Send, api: Api) -> None:
         stats = self._stats
         stats.total_requests += 1
         stats.in_flight += 1
@@ -243,13 +361,16 @@ class MockApp:
         self._sequence += 1
         request_id = f"req_{self._id_prefix}{self._sequence:012x}"
         try:
-            await self._handle_chat(scope, receive, send, request_id)
+            await self._handle_chat(scope, receive, send, request_id, api)
         finally:
             stats.in_flight -= 1
 
-    async def _handle_chat(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
+    async def _handle_chat(
+        self, scope: Scope, receive: Receive, send: Send, rid: str, api: Api
+    ) -> None:
         stats = self._stats
-        id_header = (b"x-request-id", rid.encode())
+        # Anthropic names its request id `request-id`; OpenAI `x-request-id`.
+        id_header = (b"request-id" if api == "anthropic" else b"x-request-id", rid.encode())
         key = _api_key(scope)
         fingerprint = key_fingerprint(key)
         stats.by_key[fingerprint] = stats.by_key.get(fingerprint, 0) + 1
@@ -259,30 +380,36 @@ class MockApp:
             raw = await _read_body(receive)
             if raw is None:
                 return  # the client went away
-            self._authenticate(key, fingerprint)
+            self._authenticate(key, fingerprint, api, rid)
             try:
-                chat = _Chat(json.loads(raw), self.config.model)
+                chat = _Chat(json.loads(raw), self.config.model, api)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 raise _bad_request(f"The body is not valid JSON: {exc}") from None
             fault = self._directive_fault(chat)
             assert key is not None  # _authenticate refused a missing key
-            now = anyio.current_time()
+            self._check_outage(chat, rid)
             if self.config.limited:
-                limits = self._limits_for(key, now)
-                admission = limits.admit(chat.token_cost, now)
+                limits = self._limits_for(key, anyio.current_time())
+                admission = limits.admit(chat.costs(), anyio.current_time())
+                if admission.limited_by is not None and self.config.hold_s > 0:
+                    admission = await self._hold(limits, chat, admission)
                 if admission.limited_by is not None:
-                    raise self._rate_limited(chat, limits, admission.limited_by,
-                                             admission.wait_s, admission.headers)  # fmt: skip
-                headers = [id_header, *admission.headers]
+                    raise self._rate_limited(chat, limits, admission, fingerprint, rid)
+                dialect = resolve_dialect(self.config.headers, api)
+                now = anyio.current_time()
+                headers = [id_header, *limit_headers(dialect, limits, now, self._wall())]
             else:
                 headers = [id_header]
         except _HTTPError as error:
             stats.by_status[error.status] = stats.by_status.get(error.status, 0) + 1
-            await _send_json(send, error.status, error.body, [id_header, *error.headers])
+            await _send_json(send, error.status, error.body_for(api, rid),
+                             [id_header, *error.headers])  # fmt: skip
             return
 
         stats.tokens_charged += chat.token_cost
-        chat.completion_id = "chatcmpl-" + rid.removeprefix("req_")
+        chat.completion_id = ("msg_" if api == "anthropic" else "chatcmpl-") + rid.removeprefix(
+            "req_"
+        )
         prompt_id = int.from_bytes(chat.digest[:8], "big")
         n = self._seen.get(prompt_id, 0)
         self._seen[prompt_id] = n + 1
@@ -291,13 +418,32 @@ class MockApp:
         else:
             kind = fault[0]
         if kind is not None:
+            stats.faults[kind] = stats.faults.get(kind, 0) + 1
+        variant = kind if kind in _BODY_VARIANTS else None
+        if kind is not None and variant is None:
             # Nothing was generated: a fault costs the request but no tokens.
             stats.tokens_charged -= chat.token_cost
             if limits is not None:
-                limits.refund_tokens(chat.token_cost, anyio.current_time())
-            stats.faults[kind] = stats.faults.get(kind, 0) + 1
-            await self._send_fault(kind, chat, receive, send, headers)
+                now = anyio.current_time()
+                limits.refund_tokens(chat.token_cost, now)
+                limits.refund("input_tokens", chat.prompt_tokens, now)
+                limits.refund("output_tokens", chat.output_cost, now)
+            await self._send_fault(kind, chat, receive, send, headers, rid)
             return
+        if variant is not None and api == "anthropic" and variant in _OPENAI_ONLY:
+            stats.tokens_charged -= chat.token_cost
+            self._count_status(400)
+            message = f"The fault {variant!r} has no Anthropic Messages shape in the mock."
+            body = shapes.anthropic_error("invalid_request_error", message, rid)
+            await _send_json(send, 400, body, headers)
+            return
+        if variant == "refusal":
+            chat.content = shapes.REFUSAL_TEXT
+            chat.completion_tokens = shapes.refusal_tokens()
+            chat.finish_reason = "stop"
+        elif variant == "empty_choices":
+            chat.content = ""
+            chat.completion_tokens = 0
 
         latency = self._draw_latency()
 
@@ -305,11 +451,16 @@ class MockApp:
             # Counted just before the last bytes go out, so a client holding its response sees
             # it in /stats; the refund happens "when the response is produced".
             refund = chat.token_cost - chat.total_tokens
+            now = anyio.current_time()
             if refund > 0:
                 stats.tokens_charged -= refund
                 if limits is not None:
-                    limits.refund_tokens(refund, anyio.current_time())
+                    limits.refund_tokens(refund, now)
+            if limits is not None:
+                limits.refund("output_tokens", chat.output_cost - chat.completion_tokens, now)
             stats.by_status[200] = stats.by_status.get(200, 0) + 1
+            if variant in _NOT_AN_ANSWER:
+                return
             stats.successes += 1
             if prompt_id in stats.succeeded_prompts:
                 stats.duplicate_successes += 1
@@ -317,57 +468,116 @@ class MockApp:
                 stats.succeeded_prompts.add(prompt_id)
 
         if chat.stream:
-            await self._stream(chat, send, headers, latency, succeeded)
+            await self._stream(chat, send, headers, latency, succeeded, variant)
         else:
             delay = latency + self.config.latency_per_token * chat.completion_tokens
             if delay > 0:
                 await anyio.sleep(delay)
-            body = json.dumps(self._completion(chat)).encode()
+            if api == "anthropic":
+                payload = self._message(chat, variant)
+            else:
+                payload = self._completion(chat, variant)
+            body = json.dumps(payload).encode()
             succeeded()
             await _send_bytes(send, 200, body, [_JSON, *headers])
 
     # -- admission -------------------------------------------------------------------------
 
-    def _authenticate(self, key: str | None, fingerprint: str) -> None:
+    def _authenticate(self, key: str | None, fingerprint: str, api: Api, rid: str) -> None:
         config = self.config
         if key is None:
+            if api == "anthropic":
+                body = shapes.anthropic_error(
+                    "authentication_error", "x-api-key header is required", rid
+                )
+                raise _HTTPError(401, body, native=True)
             message = "You didn't provide an API key (Authorization: Bearer <key>)."
             raise _HTTPError(401, _error_body(message, "invalid_request_error", "invalid_api_key"))
+        if key in config.credit_exhausted_keys or (
+            api == "anthropic" and key in config.quota_exhausted_keys
+        ):
+            raise _HTTPError(400, self._credit_balance(rid), native=True)
         if key in config.quota_exhausted_keys:
             message = "You exceeded your current quota, please check your plan and billing details."
             raise _HTTPError(429, _error_body(message, "insufficient_quota", "insufficient_quota"))
         if config.keys is not None and key not in config.keys:
+            if config.unknown_key_error == "litellm":
+                raise _HTTPError(400, shapes.litellm_unknown_key(), native=True)
+            if api == "anthropic":
+                body = shapes.anthropic_error("authentication_error", "invalid x-api-key", rid)
+                raise _HTTPError(401, body, native=True)
             message = f"Incorrect API key provided: {fingerprint}."
             raise _HTTPError(401, _error_body(message, "invalid_request_error", "invalid_api_key"))
+
+    @staticmethod
+    def _credit_balance(rid: str) -> Any:
+        message = (
+            "Your credit balance is too low to access the Anthropic API. Please go to Plans & "
+            "Billing to upgrade or purchase credits."
+        )
+        return shapes.anthropic_error("invalid_request_error", message, rid)
+
+    def _check_outage(self, chat: _Chat, rid: str) -> None:
+        """During ``outage``, refuse with a 429 that has no rate-limit header at all."""
+        outage = self.config.outage
+        if outage is None:
+            return
+        assert self._started is not None
+        elapsed = anyio.current_time() - self._started
+        start, end = outage
+        if start <= elapsed < end:
+            body = shapes.outage_body(
+                chat.api, model=chat.model, remaining_s=end - elapsed, request_id=rid,
+                rpm=self.config.rpm,
+            )  # fmt: skip
+            raise _HTTPError(429, body, native=True)
 
     def _limits_for(self, key: str, now: float) -> KeyLimits:
         limits = self._limits.get(key)
         if limits is None:
             config = self.config
             rpm, tpm = config.limits_of(key)
-            limits = KeyLimits(rpm, tpm, config.burst_s, now)
+            limits = KeyLimits(
+                {
+                    "requests": rpm,
+                    "tokens": tpm,
+                    "requests_day": config.rpd,
+                    "input_tokens": config.itpm,
+                    "output_tokens": config.otpm,
+                },
+                config.burst_s,
+                now,
+                window=config.window,
+                wall_offset=self._wall() - now,
+                exhausted=config.start_exhausted,
+            )
             self._limits[key] = limits
         return limits
 
+    async def _hold(self, limits: KeyLimits, chat: _Chat, admission: Admission) -> Admission:
+        """Hold a refused request until it fits or ``hold_s`` runs out (LiteLLM's proxy)."""
+        deadline = anyio.current_time() + self.config.hold_s
+        self._stats.held += 1
+        while admission.limited_by is not None:
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                break
+            await anyio.sleep(min(admission.wait_s, left))
+            admission = limits.admit(chat.costs(), anyio.current_time())
+        return admission
+
     def _rate_limited(
-        self, chat: _Chat, limits: KeyLimits, kind: str, wait_s: float, headers: Headers
+        self, chat: _Chat, limits: KeyLimits, admission: Admission, fingerprint: str, rid: str
     ) -> _HTTPError:
-        bucket = limits.requests if kind == "requests" else limits.tokens
-        assert bucket is not None
-        unit = "RPM" if kind == "requests" else "TPM"
-        requested = 1 if kind == "requests" else chat.token_cost
-        message = (
-            f"Rate limit reached for {chat.model} on {kind} per min ({unit}): "
-            f"Limit {bucket.limit}, Requested {requested}. "
-            f"Please try again in {format_reset(wait_s)}."
-        )
-        retry_headers: Headers = [
-            (b"retry-after", str(max(1, math.ceil(wait_s))).encode()),
-            # Whole milliseconds, rounded up: retrying at exactly this time is admitted.
-            (b"retry-after-ms", str(max(1, math.ceil(round(wait_s * 1000, 6)))).encode()),
-        ]
-        body = _error_body(message, kind, "rate_limit_exceeded")
-        return _HTTPError(429, body, [*retry_headers, *headers])
+        dialect = resolve_dialect(self.config.headers, chat.api)
+        now = anyio.current_time()
+        wall = self._wall()
+        body = shapes.rate_limit_body(
+            dialect, admission, limits, model=chat.model, key_fingerprint=fingerprint,
+            request_id=rid, now=now, wall=wall,
+        )  # fmt: skip
+        headers = retry_headers(dialect, admission, limits, now, wall)
+        return _HTTPError(429, body, headers, native=True)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -397,9 +607,11 @@ class MockApp:
                 return kind
         return self._fault_weights[-1][0]
 
-    async def _send_fault(
-        self, kind: FaultKind, chat: _Chat, receive: Receive, send: Send, headers: Headers
-    ) -> None:
+    def _error_fault(
+        self, kind: FaultKind, chat: _Chat, rid: str
+    ) -> tuple[int, Any, Headers] | None:
+        """(status, body, extra headers) of an error fault, or ``None`` for the other kinds."""
+        anthropic = chat.api == "anthropic"
         if kind in ("500", "503", "529"):
             status = int(kind)
             extra: Headers = []
@@ -409,16 +621,22 @@ class MockApp:
                 retry_after = self.config.fault_retry_after
                 extra.append((b"retry-after", str(max(0, math.ceil(retry_after))).encode()))
                 extra.append((b"retry-after-ms", str(math.ceil(retry_after * 1000)).encode()))
+            if anthropic:
+                # Anthropic's own words: "Internal server error" (api_error), "Overloaded".
+                type_, message = {
+                    "500": ("api_error", "Internal server error"),
+                    "503": ("api_error", "Service unavailable"),
+                    "529": ("overloaded_error", "Overloaded"),
+                }[kind]
+                return status, shapes.anthropic_error(type_, message, rid), extra
             message, type_ = {
                 "500": ("The server had an error while processing your request.", "server_error"),
                 "503": ("The engine is currently overloaded, please try again later.",
                         "server_error"),
                 "529": ("Overloaded", "overloaded_error"),
             }[kind]  # fmt: skip
-            self._count_status(status)
-            await _send_json(send, status, _error_body(message, type_, None),
-                             [*extra, *headers])  # fmt: skip
-        elif kind == "context_length":
+            return status, _error_body(message, type_, None), extra
+        if kind == "context_length" and not anthropic:
             message = (
                 f"This model's maximum context length is {chat.prompt_tokens - 1} tokens. "
                 f"However, your messages resulted in {chat.prompt_tokens} tokens. "
@@ -426,9 +644,41 @@ class MockApp:
             )
             body = _error_body(message, "invalid_request_error", "context_length_exceeded",
                                "messages")  # fmt: skip
-            self._count_status(400)
-            await _send_json(send, 400, body, headers)
-        elif kind == "vllm_error":
+            return 400, body, []
+        if kind == "anthropic_prompt_too_long" or kind == "context_length":
+            message = (
+                f"prompt is too long: {chat.prompt_tokens} tokens > {chat.prompt_tokens - 1} "
+                "maximum"
+            )
+            return 400, shapes.anthropic_error("invalid_request_error", message, rid), []
+        if kind == "anthropic_overloaded":
+            return 529, shapes.anthropic_error("overloaded_error", "Overloaded", rid), []
+        if kind == "anthropic_credit_balance":
+            return 400, self._credit_balance(rid), []
+        if kind == "litellm_unknown_key":
+            return 400, shapes.litellm_unknown_key(), []
+        if kind == "vllm_context_legacy":
+            return 400, shapes.vllm_context_legacy(chat.prompt_tokens, chat.max_tokens), []
+        if kind == "vllm_context":
+            return 400, shapes.vllm_context(chat.prompt_tokens, chat.max_tokens), []
+        return None
+
+    async def _send_fault(
+        self,
+        kind: FaultKind,
+        chat: _Chat,
+        receive: Receive,
+        send: Send,
+        headers: Headers,
+        rid: str,
+    ) -> None:
+        error = self._error_fault(kind, chat, rid)
+        if error is not None:
+            status, body, extra = error
+            self._count_status(status)
+            await _send_json(send, status, body, [*extra, *headers])
+            return
+        if kind == "vllm_error":
             body = {"object": "error", "message": "Internal server error (mock vLLM).",
                     "type": "InternalServerError", "param": None, "code": 500}  # fmt: skip
             self._count_status(500)
@@ -445,7 +695,7 @@ class MockApp:
                 ).encode()
                 await _send_bytes(send, 200, events, [_SSE, *headers])
             else:
-                full = json.dumps(self._completion(chat)).encode()
+                full = json.dumps(self._payload(chat)).encode()
                 await _send_bytes(send, 200, full[: len(full) // 2], [_JSON, *headers])
         elif kind == "drop":
             self._count_status(200)
@@ -461,7 +711,7 @@ class MockApp:
             start_headers = [_SSE, *headers]
             body = f"data: {json.dumps(self._chunk(chat, {'role': 'assistant'}))}\n\n".encode()
         else:
-            full = json.dumps(self._completion(chat)).encode()
+            full = json.dumps(self._payload(chat)).encode()
             start_headers = [_JSON, (b"content-length", str(len(full)).encode()), *headers]
             body = full[: len(full) // 2]
         await send({"type": "http.response.start", "status": 200, "headers": start_headers})
@@ -480,7 +730,27 @@ class MockApp:
         # A lognormal with this mu has mean `mean`: E[X] = exp(mu + sigma**2 / 2).
         return self._rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
 
-    def _completion(self, chat: _Chat) -> dict[str, Any]:
+    def _payload(self, chat: _Chat) -> dict[str, Any]:
+        """The plain success body of the request's API."""
+        return self._message(chat) if chat.api == "anthropic" else self._completion(chat)
+
+    def _completion(self, chat: _Chat, variant: str | None = None) -> dict[str, Any]:
+        if variant == "empty_choices":
+            # Azure's prompt-filter object: no choice, no id, no model, no usage.
+            return {"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                    "prompt_filter_results": shapes.AZURE_PROMPT_FILTER}  # fmt: skip
+        message: dict[str, Any]
+        if variant == "refusal":
+            message = {"role": "assistant", "content": None, "refusal": chat.content}
+        elif variant == "content_parts":
+            # Mistral's shape: a thinking part, then the answer as a text part.
+            message = {"role": "assistant", "tool_calls": None, "content": [
+                {"type": "thinking", "thinking": [{"type": "text", "text": shapes.THINKING_TEXT}],
+                 "closed": True},
+                {"type": "text", "text": chat.content},
+            ]}  # fmt: skip
+        else:
+            message = {"role": "assistant", "content": chat.content, "refusal": None}
         return {
             "id": chat.completion_id,
             "object": "chat.completion",
@@ -489,13 +759,30 @@ class MockApp:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": chat.content, "refusal": None},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": chat.finish_reason,
                 }
             ],
-            "usage": chat.usage(),
+            "usage": chat.usage(variant),
             "system_fingerprint": "fp_trio_llm_mock",
+        }
+
+    def _message(self, chat: _Chat, variant: str | None = None) -> dict[str, Any]:
+        """An Anthropic Messages response."""
+        return {
+            "id": chat.completion_id,
+            "type": "message",
+            "role": "assistant",
+            "model": chat.model,
+            "content": [{"type": "text", "text": chat.content}],
+            "stop_reason": "max_tokens" if chat.finish_reason == "length" else "end_turn",
+            "stop_sequence": None,
+            "usage": shapes.anthropic_usage(
+                chat.prompt_tokens,
+                chat.completion_tokens,
+                cached=variant == "anthropic_cache_usage",
+            ),
         }
 
     def _chunk(
@@ -503,7 +790,7 @@ class MockApp:
         chat: _Chat,
         delta: dict[str, Any] | None,
         finish_reason: str | None = None,
-        usage: dict[str, int] | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         chunk: dict[str, Any] = {
             "id": chat.completion_id,
@@ -520,6 +807,31 @@ class MockApp:
             chunk["usage"] = usage
         return chunk
 
+    def _stream_events(self, chat: _Chat, variant: str | None) -> tuple[list[Any], int]:
+        """The chunks of a stream and how many of them carry one token each (from index 1)."""
+        if variant == "empty_choices":
+            return [self._completion(chat, variant)], 0
+        # One chunk per mock token (4 characters), like a real stream's one-token deltas.
+        pieces = [chat.content[i : i + 4] for i in range(0, len(chat.content), 4)]
+        deltas: list[dict[str, Any]]
+        if variant == "refusal":
+            first: dict[str, Any] = {"role": "assistant", "content": None, "refusal": ""}
+            deltas = [{"refusal": piece} for piece in pieces]
+        elif variant == "content_parts":
+            first = {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": [{"type": "text", "text": shapes.THINKING_TEXT}],
+                 "closed": True}]}  # fmt: skip
+            deltas = [{"content": [{"type": "text", "text": piece}]} for piece in pieces]
+        else:
+            first = {"role": "assistant", "content": ""}
+            deltas = [{"content": piece} for piece in pieces]
+        events = [self._chunk(chat, first)]
+        events += [self._chunk(chat, delta) for delta in deltas]
+        events.append(self._chunk(chat, {}, chat.finish_reason))
+        if chat.include_usage:
+            events.append(self._chunk(chat, None, usage=chat.usage(variant)))
+        return events, len(pieces)
+
     async def _stream(
         self,
         chat: _Chat,
@@ -527,18 +839,13 @@ class MockApp:
         headers: Headers,
         latency: float,
         succeeded: Callable[[], None],
+        variant: str | None = None,
     ) -> None:
         if latency > 0:
             await anyio.sleep(latency)  # time to first token
         await send({"type": "http.response.start", "status": 200,
                     "headers": [_SSE, (b"cache-control", b"no-cache"), *headers]})  # fmt: skip
-        # One chunk per mock token (4 characters), like a real stream's one-token deltas.
-        pieces = [chat.content[i : i + 4] for i in range(0, len(chat.content), 4)]
-        events = [self._chunk(chat, {"role": "assistant", "content": ""})]
-        events += [self._chunk(chat, {"content": piece}) for piece in pieces]
-        events.append(self._chunk(chat, {}, chat.finish_reason))
-        if chat.include_usage:
-            events.append(self._chunk(chat, None, usage=chat.usage()))
+        events, paced = self._stream_events(chat, variant)
         encoded = [f"data: {json.dumps(e)}\n\n".encode() for e in events]
         encoded.append(b"data: [DONE]\n\n")
         per_token = self.config.latency_per_token
@@ -548,8 +855,8 @@ class MockApp:
             await send({"type": "http.response.body", "body": b"".join(encoded)})
             return
         for i, event in enumerate(encoded):
-            # Events 1..len(pieces) carry one token each; pace those.
-            if 1 <= i <= len(pieces):
+            # Events 1..paced carry one token each; pace those.
+            if 1 <= i <= paced:
                 await anyio.sleep(per_token)
             if i == len(encoded) - 1:
                 succeeded()
@@ -561,12 +868,16 @@ _SSE: Final = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
 def _api_key(scope: Scope) -> str | None:
+    """The key of ``Authorization: Bearer``, else Azure's ``api-key``, else ``x-api-key``."""
+    fallback: str | None = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, key = value.decode("latin-1").partition(" ")
             key = key.strip()
             return key if scheme.lower() == "bearer" and key else None
-    return None
+        if name in (b"api-key", b"x-api-key") and fallback is None:
+            fallback = value.decode("latin-1").strip() or None
+    return fallback
 
 
 async def _read_body(receive: Receive) -> bytes | None:

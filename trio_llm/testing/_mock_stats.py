@@ -38,6 +38,7 @@ class MockStats:
         tokens_charged: tokens charged to the keys' budgets, net of refunds.
         in_flight: chat completion requests being handled now.
         max_in_flight: the most handled at once.
+        held: over-limit requests held back (``hold_s``) rather than refused at once.
     """
 
     total_requests: int = 0
@@ -49,6 +50,7 @@ class MockStats:
     tokens_charged: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    held: int = 0
 
     def to_json(self) -> str:
         """Return the JSON served by ``GET /stats`` (status codes become string keys)."""
@@ -81,6 +83,7 @@ class StatsCounter:
         self.duplicate_successes = 0
         self.tokens_charged = 0
         self.max_in_flight = self.in_flight
+        self.held = 0
         # 8 bytes of each succeeded prompt's sha256: a million prompts cost ~100 MB, not ~300.
         self.succeeded_prompts: set[int] = set()
 
@@ -96,4 +99,5 @@ class StatsCounter:
             tokens_charged=self.tokens_charged,
             in_flight=self.in_flight,
             max_in_flight=self.max_in_flight,
+            held=self.held,
         )
