@@ -30,36 +30,49 @@ def _engine(base_url: str, keys: tuple[str, ...], **kwargs: Any) -> trio_llm.Eng
     )
 
 
+#: The faults of the original mix: every retryable one, a hang, and one fatal (a 400).
+MIXED_FAULTS = ("500", "503", "529", "drop", "hang", "malformed", "vllm_error", "html_502")
+
+
 async def test_mixed_faults_every_input_accounted_for(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """2,000 requests, 10% faults of every kind, one invalid key: one right result each."""
+    """2,000 requests with 10% faults of every kind, 429s from limits set twice too high and
+    one invalid key: each input ends as exactly one Result, none lost, none answered twice,
+    none given another prompt's answer, and only the fatal fault's items fail."""
     config = MockServerConfig(
         keys=GOOD_KEYS,
+        rpm=3000,
+        headers="none",  # no rate-limit headers to learn from: only 429s tell
         error_rate=0.1,
-        fault_mix={kind: 1 for kind in FAULT_KINDS},
+        fault_mix={**{kind: 1 for kind in MIXED_FAULTS}, "context_length": 1},
         latency=0.2,
         seed=7,
     )
+    app = MockApp(config)
     engine = _engine(
         "http://mock.test/v1",
         (*GOOD_KEYS, "sk-invalid-key-000003"),
-        transport=SocketLikeASGITransport(MockApp(config)),
+        transport=SocketLikeASGITransport(app),
+        limits=trio_llm.Limits(rpm=6000),  # twice what the mock allows: it will say 429
         timeout=5.0,
         concurrency=64,
     )
     prompts = [f"question number {i}" for i in range(2000)]
     results = await engine.map(prompts)
-    assert len(results) == len(prompts)
+    stats = app.stats()
+    assert stats.by_status.get(429, 0) > 0  # the limits really were exceeded
     assert [r.index for r in results] == list(range(len(prompts)))
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
-    assert len(ok) + len(failed) == len(prompts)
     # None mismatched: each answer is the mock's answer to that very prompt.
     assert all(r.text == mock_reply(prompts[r.index]) for r in ok)
-    # Every retryable fault recovered; only the non-retryable one (a 400) failed.
+    # None answered twice: the mock served each successful prompt once.
+    assert stats.duplicate_successes == 0
+    assert stats.successes == len(ok)
+    # None lost: every failure is the fatal fault, one item for each time it was served.
     assert {r.error.kind for r in failed if r.error} <= {ErrorKind.CONTEXT_LENGTH}
-    assert len(failed) < 0.03 * len(prompts)
+    assert len(failed) == stats.faults.get("context_length", 0)
     dropped = [k for k in engine.statistics().keys if k.dropped]
     assert [k.key_id for k in dropped] == ["sk-…0003"]
 
