@@ -333,16 +333,63 @@ def test_missing_input_file_exits_2(mock: MockServerProcess, tmp_path: Path) -> 
     assert "Traceback" not in done.stderr
 
 
-def test_corrupt_output_file_exits_2(mock: MockServerProcess, tmp_path: Path) -> None:
-    """An OUTPUT that is not JSONL (a wrong -o) is refused with exit 2, and left untouched."""
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param("my precious notes\n", id="text"),
+        pytest.param("my precious notes, no newline", id="text-no-newline"),
+        pytest.param('{"id": "a", "prompt": "an input line"}\n{"id": "b"}\n', id="jsonl-with-ids"),
+    ],
+)
+def test_output_that_is_not_ours_is_refused_untouched(
+    mock: MockServerProcess, tmp_path: Path, content: str
+) -> None:
+    """An OUTPUT without trio-llm's marker (a wrong -o) is refused with exit 2, left untouched."""
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
     out = tmp_path / "notes.txt"
-    out.write_text("my precious notes\n", encoding="utf-8")
+    out.write_text(content, encoding="utf-8")
+    before = mock.stats()
     done = cli(*run_args(mock, source, out), cwd=tmp_path)
     assert done.returncode == 2
-    assert "not a JSONL file" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert out.read_text(encoding="utf-8") == "my precious notes\n"
+    assert done.stderr == (
+        f"trio-llm: error: {out}: not a trio-llm output; use another -o or --force "
+        "(line 1 has no 'trio_llm_input' field)\n"
+    )
+    assert out.read_text(encoding="utf-8") == content
+    assert delta(before, mock.stats())["requests"] == 0
+
+
+def test_force_takes_over_an_output_that_is_not_ours(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """With --force a foreign OUTPUT is taken over: its lines go, every item is answered."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 2))
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "q0", "prompt": "not an answer"}\n[1, 2]\n', encoding="utf-8")
+    done = cli(*run_args(mock, source, out, "--force"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = read_jsonl(out)
+    assert sorted(line["id"] for line in lines) == ["q0", "q1"]
+    assert all("content" in line for line in lines)
+
+
+def test_an_output_line_that_is_not_an_object_is_named(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A JSON line in our OUTPUT that is not an object: exit 2 naming file:line, no traceback."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 2))
+    out = tmp_path / "out.jsonl"
+    assert cli(*run_args(mock, source, out), cwd=tmp_path).returncode == 0
+    with out.open("a", encoding="utf-8") as file:
+        file.write("[1, 2]\n")
+    original = out.read_bytes()
+    done = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"trio-llm: error: {out}:3: not a trio-llm output line: JSON but not an object (list); "
+        "use another -o or --force\n"
+    )
+    assert out.read_bytes() == original
 
 
 def test_help_shows_examples(tmp_path: Path) -> None:
@@ -447,6 +494,148 @@ def test_duplicate_ids_are_reported_not_sent_twice(
     assert delta(before, mock.stats())["requests"] == 3
     counts = collections.Counter(line["id"] for line in read_jsonl(tmp_path / "out.jsonl"))
     assert counts == {"q0": 1, "q1": 1, "q2": 1}
+
+
+# --- the journal: lock, input hashes, what runs again --------------------------------------
+
+
+def test_a_second_run_on_the_same_output_is_refused(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """While a run writes OUTPUT a second one exits 2 naming the lock; once the first is killed
+    (kill -9: the lock dies with it) the same command resumes."""
+    items = [*prompts(tag, 2), {"id": "hang", "prompt": f"[{tag}] [[fault:hang]]"}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    first = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "trio_llm", *run_args(mock, source, out)],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out.exists() and len(out.read_bytes().splitlines()) >= 2):
+            assert first.poll() is None
+            assert time.monotonic() < deadline, "the answerable prompts never finished"
+            time.sleep(0.05)
+        before = mock.stats()
+        second = cli(*run_args(mock, source, out), cwd=tmp_path)
+        assert second.returncode == 2
+        lock = tmp_path / ".out.jsonl.lock"
+        assert second.stderr == (
+            f"trio-llm: error: another trio-llm run (pid {first.pid}) is writing {out} (it holds "
+            f"the lock {lock}); wait for it to finish, or use another -o\n"
+        )
+        assert delta(before, mock.stats())["requests"] == 0
+    finally:
+        first.kill()
+        first.wait(timeout=10)
+    # The hanging prompt is answered by the next run only if it stops hanging: drop it.
+    write_jsonl(source, prompts(tag, 2))
+    third = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert "2 already done" in third.stderr
+    assert not (tmp_path / ".out.jsonl.lock").exists()
+
+
+def test_a_changed_input_under_answered_ids_is_refused_unless_force(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A rerun whose INPUT changed under an answered id exits 2 before sending anything,
+    naming the id and both file:lines; with --force just the changed items are sent again."""
+    items = prompts(tag, 4)
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    assert cli(*run_args(mock, source, out), cwd=tmp_path).returncode == 0
+    out_line = 1 + [line["id"] for line in read_jsonl(out)].index("q2")
+    items[2]["prompt"] = f"[{tag}] what is 7 + 7?"
+    items.append({"id": "new", "prompt": f"[{tag}] what is 1 + 1?"})
+    write_jsonl(source, items)
+    original = out.read_bytes()
+    before = mock.stats()
+    refused = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        f"trio-llm: error: {source}:3: the input of id 'q2' changed since its answer was "
+        f"written ({out}:{out_line})\nHINT: rerun with --force"
+    )
+    assert delta(before, mock.stats())["requests"] == 0
+    assert out.read_bytes() == original
+
+    forced = cli(*run_args(mock, source, out, "--force"), cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert delta(before, mock.stats())["requests"] == 2  # q2 again, and the new one
+    assert "1 changed and sent again" in forced.stderr
+    again = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    lines = {line["id"]: line for line in read_jsonl(out)}
+    assert len(read_jsonl(out)) == 5
+    assert lines["q2"]["content"] == json.dumps({"answer": 14})
+
+
+def test_duplicate_ids_keep_exit_status_1_on_resume(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """The rerun of an input with a duplicate id still reports it and exits 1, sending nothing."""
+    items = [*prompts(tag, 2), {"id": "q0", "prompt": f"[{tag}] a second q0"}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    command = run_args(mock, source, tmp_path / "out.jsonl")
+    assert cli(*command, cwd=tmp_path).returncode == 1
+    before = mock.stats()
+    again = cli(*command, cwd=tmp_path)
+    assert again.returncode == 1
+    assert f"{source}:3: duplicate id 'q0' (first at line 1); not sent" in again.stderr
+    assert delta(before, mock.stats())["requests"] == 0
+
+
+def test_failures_another_try_cannot_fix_stay_done_until_their_input_changes(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A context_length failure is not resent on resume (exit 1 still); once its input line is
+    fixed it runs again, with no --force needed."""
+    items = [*prompts(tag, 2), {"id": "long", "prompt": f"[{tag}] [[fault:context_length]]"}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out, failed = tmp_path / "out.jsonl", tmp_path / "failed.jsonl"
+    command = run_args(mock, source, out, "--failed", str(failed))
+    assert cli(*command, cwd=tmp_path).returncode == 1
+    before = mock.stats()
+    again = cli(*command, cwd=tmp_path)
+    assert again.returncode == 1
+    assert delta(before, mock.stats())["requests"] == 0
+    assert "1 failed earlier" in again.stderr
+    assert failed.read_text(encoding="utf-8").splitlines() == [json.dumps(items[2])]
+    items[2]["prompt"] = f"[{tag}] what is 3 + 3?"
+    write_jsonl(source, items)
+    fixed = cli(*command, cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert delta(before, mock.stats())["requests"] == 1
+    assert {line["id"]: "content" in line for line in read_jsonl(out)} == dict.fromkeys(
+        ["q0", "q1", "long"], True
+    )
+
+
+def test_ids_keep_their_json_type_in_output(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Number ids stay numbers in OUTPUT, and 1 and "1" are two different ids."""
+    items = [
+        {"id": 1, "prompt": f"[{tag}] what is 1 + 1?"},
+        {"id": "1", "prompt": f"[{tag}] what is 2 + 2?"},
+        {"id": 2.0, "prompt": f"[{tag}] what is 3 + 3?"},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    answers = {
+        json.dumps(line["id"]): line["content"] for line in read_jsonl(tmp_path / "out.jsonl")
+    }
+    assert answers == {
+        "1": json.dumps({"answer": 2}),
+        '"1"': json.dumps({"answer": 4}),
+        "2.0": json.dumps({"answer": 6}),
+    }
 
 
 # --- interruption -----------------------------------------------------------------------------
