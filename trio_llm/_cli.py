@@ -380,6 +380,12 @@ def _exit_interrupted(_signum: int, _frame: object) -> NoReturn:
     os._exit(EXIT_INTERRUPTED)
 
 
+def _ignore_further_interrupts() -> None:
+    """The run is over and the process exits with 130: a Ctrl-C during the interpreter's
+    shutdown (which resets Python's own handlers) must not kill it with a different status."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -463,6 +469,16 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK if snap.failed == 0 else EXIT_FAILED_ITEMS
 
 
+def _toml(value: Any) -> str:
+    """A value as TOML spells it (``true``, not ``True``)."""
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _check_type(name: str, value: Any, where: str) -> Any:
     """A TOML value of the type its option needs (``rpm = true``, ``concurrency = 1.5`` are
     errors, not 1), or ``ConfigurationError`` naming the option and the file."""
@@ -470,13 +486,13 @@ def _check_type(name: str, value: Any, where: str) -> Any:
     flag = name.replace("_", "-")
     if convert is str:
         if not isinstance(value, str):
-            raise ConfigurationError(f"{where}: {flag} must be a string, got {value!r}")
+            raise ConfigurationError(f"{where}: {flag} must be a string, got {_toml(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "a whole number" if convert is int else "a number"
-        raise ConfigurationError(f"{where}: {flag} must be {kind}, got {value!r}")
+        raise ConfigurationError(f"{where}: {flag} must be {kind}, got {_toml(value)}")
     if convert is int and not isinstance(value, int):
-        raise ConfigurationError(f"{where}: {flag} must be a whole number, got {value!r}")
+        raise ConfigurationError(f"{where}: {flag} must be a whole number, got {_toml(value)}")
     return value
 
 
@@ -553,12 +569,10 @@ def _print_problems(report: FileRunReport, print_line: Callable[[str], None]) ->
 
 def _advice(report: FileRunReport | None, snap: SummarySnapshot, keys_hint: str) -> str | None:
     """What to do after a run that stopped early, or whose keys were refused."""
-    auth = [d for d in snap.dropped_keys if d.endswith(("auth", "quota"))] or list(
-        snap.dropped_keys
-    )
     if report is not None and report.stopped == "no_keys":
+        dropped = "; ".join(snap.dropped_keys) or "no key left"
         return (
-            f"every API key was refused ({'; '.join(auth) or 'no key left'}): fix the key "
+            f"every API key was refused ({dropped}): fix the key "
             f"({keys_hint}), then rerun the same command to resume"
         )
     if report is not None and report.stopped:
@@ -727,14 +741,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
         _configure_structlog()
         try:
-            if args.command == "demo":
-                return _demo(args)
-            return _run(args)
+            code = _demo(args) if args.command == "demo" else _run(args)
         except TrioLLMError as exc:
             print(f"trio-llm: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        if code == EXIT_INTERRUPTED:
+            _ignore_further_interrupts()
+        return code
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
+        _ignore_further_interrupts()
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return _quiet_broken_pipe()

@@ -167,7 +167,8 @@ class OutputLock:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise JournalError(
-                    f"cannot create the lock file {self.path}: {exc.strerror}"
+                    f"cannot write {self.output}: {exc.strerror} (creating its lock file "
+                    f"{self.path})"
                 ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
