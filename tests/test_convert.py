@@ -18,6 +18,7 @@ from trio_llm._convert import (
     input_hash,
     invalid_output_line,
     is_done,
+    line_hash,
     output_id,
     output_line,
     parse_input_line,
@@ -75,6 +76,25 @@ def test_input_hash_is_the_canonical_request() -> None:
     assert len(a) == 16
     assert _parse({"id": "a", "prompt": "x", "temperature": 1, "max_tokens": 5}).hash != a
     assert input_hash(Request.from_prompt("y")) != input_hash(Request.from_prompt("x"))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        {"id": "a", "prompt": "x", "temperature": 0},
+        {"id": "a", "messages": [{"role": "user", "content": "x"}], "n": 2},
+        {
+            "custom_id": "a",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        },
+    ],
+    ids=["prompt", "messages", "batch"],
+)
+def test_the_quick_line_hash_is_the_request_hash(line: dict[str, object]) -> None:
+    """Resume's look-ahead hashes the parsed JSON without building a request: the same hash."""
+    assert line_hash(line) == _parse(line).hash
 
 
 def test_batch_api_line() -> None:

@@ -21,7 +21,8 @@ from _fakes import completion, echo, error, last_user_text, make_engine
 import trio_llm
 from trio_llm import ConfigurationError, Request
 from trio_llm._convert import MARKER, input_hash, is_done, output_id
-from trio_llm._sinks import OutputJournal, run_file
+from trio_llm._journal import JournalError
+from trio_llm._sinks import InputChangedError, OutputJournal, run_file
 
 
 def simple_lines(ids: list[str]) -> bytes:
@@ -535,3 +536,99 @@ async def test_cancelled_run_closes_its_input(
             )
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+# --- the journal's rules ----------------------------------------------------------------------
+
+
+async def test_journal_keeps_failures_another_try_cannot_fix(tmp_path: Path) -> None:
+    """POLICY decides: a bad_request line stays (not rerun); server_error, deadline and
+    invalid_input lines are dropped, so those items run again."""
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(
+        failure_line("a", "bad_request")
+        + failure_line("b", "server_error")
+        + failure_line("c", "deadline")
+        + failure_line("d", "invalid_input")
+        + success_line("e")
+    )
+    journal = OutputJournal(out)
+    journal.open()
+    kept = {key: journal.answer(json.dumps(key)) for key in "abcde"}
+    journal.close()
+    assert {k: None if v is None else v.state.name for k, v in kept.items()} == {
+        "a": "FAILED", "b": None, "c": None, "d": None, "e": "OK",
+    }  # fmt: skip
+    assert [line["id"] for line in read_jsonl(out)] == ["a", "e"]
+
+
+async def test_a_second_journal_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    """While one journal holds OUTPUT, opening another raises naming the lock; after close the
+    lock file is gone and OUTPUT opens again."""
+    out = tmp_path / "out.jsonl"
+    first = OutputJournal(out)
+    first.open()
+    second = OutputJournal(out)
+    with pytest.raises(JournalError, match=r"is writing .*out\.jsonl \(it holds the lock .*\.out"):
+        second.open()
+    first.close()
+    assert not (tmp_path / ".out.jsonl.lock").exists()
+    third = OutputJournal(out)
+    third.open()
+    third.close()
+
+
+async def test_resume_sends_an_answered_id_with_an_unchanged_input_never(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """On resume an answered id is skipped on the quick path, and a duplicate of it is still
+    reported as a duplicate."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(simple_lines(["q0", "q1", "q0"]))
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(success_line("q0"))
+    server = Recorder()
+    report = await run_file(make_engine(server), source, out)
+    assert server.sent == {"q1": 1}
+    assert (report.skipped, report.succeeded, report.duplicates) == (1, 1, 1)
+    assert report.problems == (f"{source}:3: duplicate id 'q0' (first at line 1); not sent",)
+
+
+async def test_a_changed_input_on_stdin_stops_the_run_keeping_what_was_done(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stdin cannot be read ahead: at the first changed input nothing more is sent, what
+    finished is written, and InputChangedError names the id and both lines."""
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(success_line("q1", prompt="the old prompt"))
+    read_end, write_end = os.pipe()
+    os.write(write_end, simple_lines(["q0", "q1", "q2"]))
+    os.close(write_end)
+    server = Recorder(latency=(0.0, 0.0))
+    with os.fdopen(read_end, "r") as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        with pytest.raises(InputChangedError, match=r"<stdin>:2: the input of id 'q1' changed"):
+            await run_file(make_engine(server), "-", out)
+    assert "q1" not in server.sent
+    assert "q2" not in server.sent
+    assert sorted(line["id"] for line in read_jsonl(out)) == ["q0", "q1"]
+
+
+async def test_force_sends_changed_inputs_again_and_the_new_answer_wins(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """With force a changed item is sent again; its old answer is gone on the next open."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(simple_lines(["q0", "q1"]))
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(success_line("q0", "old", prompt="the old prompt") + success_line("q1"))
+    with pytest.raises(InputChangedError, match=r"in\.jsonl:1: the input of id 'q0' changed"):
+        await run_file(make_engine(echo(0.5)), source, out)
+    report = await run_file(make_engine(echo(0.5)), source, out, force=True)
+    assert (report.changed, report.succeeded, report.skipped) == (1, 1, 1)
+    again = await run_file(make_engine(echo(0.5)), source, out)
+    assert (again.skipped, again.succeeded) == (2, 0)
+    assert {line["id"]: line["content"] for line in read_jsonl(out)} == {
+        "q0": "echo: say q0",
+        "q1": "done",
+    }

@@ -44,6 +44,7 @@ __all__ = [
     "input_hash",
     "invalid_output_line",
     "is_done",
+    "line_hash",
     "output_id",
     "output_line",
     "parse_input_line",
@@ -165,7 +166,27 @@ def input_hash(request: Request) -> str:
 
     A prompt line and the messages line it stands for hash the same.
     """
-    body = {**request.params, "messages": list(request.messages)}
+    return _body_hash({**request.params, "messages": list(request.messages)})
+
+
+def line_hash(data: Mapping[str, Any]) -> str | None:
+    """``input_hash`` of the request a parsed input line stands for, without building it (the
+    quick path of resume's look-ahead); ``None`` for a line that is not a request."""
+    if "custom_id" in data:
+        body = data.get("body")
+        if not isinstance(body, Mapping) or "messages" not in body:
+            return None
+        return _body_hash({k: v for k, v in body.items() if k != "id"})
+    if "messages" in data:
+        return _body_hash({k: v for k, v in data.items() if k != "id"})
+    if "prompt" in data:
+        body = {k: v for k, v in data.items() if k not in ("id", "prompt")}
+        body["messages"] = [{"role": "user", "content": data["prompt"]}]
+        return _body_hash(body)
+    return None
+
+
+def _body_hash(body: Mapping[str, Any]) -> str:
     try:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError):  # not JSON (a Request made in Python): hash its repr

@@ -91,7 +91,7 @@ class IdIndex:
             PRAGMA synchronous = OFF;
             PRAGMA cache_size = -4096;
             CREATE TABLE answer (
-                key TEXT PRIMARY KEY, hash TEXT, line INTEGER, state INTEGER
+                key TEXT PRIMARY KEY, hash TEXT, line INTEGER, state INTEGER, seen INTEGER
             ) WITHOUT ROWID;
             CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID;
             """
@@ -102,7 +102,7 @@ class IdIndex:
         """Record (key, hash, line, state) rows, in file order: a later line wins."""
         self._db.execute("BEGIN")
         self._db.executemany(
-            "INSERT INTO answer VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "INSERT INTO answer VALUES (?, ?, ?, ?, NULL) ON CONFLICT(key) DO UPDATE SET "
             "hash = excluded.hash, line = excluded.line, state = excluded.state",
             rows,
         )
@@ -134,17 +134,40 @@ class IdIndex:
         ).fetchone()
         return None if row is None else Answer(row[0], int(row[1]), State(row[2]))
 
+    def answered_hash(self, key: str) -> str | None:
+        """The input hash of the id's answer, if OUTPUT has a success for it."""
+        if not self.answers:
+            return None
+        row = self._db.execute(
+            "SELECT hash FROM answer WHERE key = ? AND state = ?", (key, State.OK)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def claim_answered(self, key: str, line: int) -> bool:
+        """One statement for the common line of a resumed run: True when OUTPUT has a success
+        for ``key`` and the input had not shown ``key`` before (it is now seen at ``line``)."""
+        if not self.answers:
+            return False
+        cursor = self._db.execute(
+            "UPDATE answer SET seen = ? WHERE key = ? AND state = ? AND seen IS NULL",
+            (line, key, State.OK),
+        )
+        return cursor.rowcount == 1
+
     def first_seen(self, key: str, line: int) -> int | None:
         """Record that the input has ``key`` at ``line``; the earlier line if it had it."""
+        if self.answers:
+            row = self._db.execute("SELECT seen FROM answer WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                if row[0] is not None:
+                    return int(row[0])
+                self._db.execute("UPDATE answer SET seen = ? WHERE key = ?", (line, key))
+                return None
         cursor = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, line))
         if cursor.rowcount == 1:
             return None
         (first,) = self._db.execute("SELECT line FROM seen WHERE key = ?", (key,)).fetchone()
         return int(first)
-
-    def forget_seen(self) -> None:
-        """Forget the input's ids (after a look-ahead pass over the input)."""
-        self._db.execute("DELETE FROM seen")
 
     def close(self) -> None:
         """Close (and so delete) the database."""

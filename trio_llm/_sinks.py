@@ -26,7 +26,7 @@ import stat
 import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -35,6 +35,7 @@ from ._convert import (
     InputFormat,
     id_key,
     invalid_output_line,
+    line_hash,
     output_line,
     parse_input_line,
     raw_hash,
@@ -52,6 +53,7 @@ __all__ = ["FileRunReport", "InputChangedError", "OutputJournal", "run_file"]
 
 #: How many invalid-line and duplicate-id messages a report keeps (the counts are exact).
 PROBLEMS_SHOWN: Final = 5
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
 
 
 class InputChangedError(JournalError):
@@ -158,16 +160,20 @@ def _is_regular(handle: IO[bytes]) -> bool:
     return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
 
 
-def _line_key(raw: bytes) -> str | None:
-    """The id key of a raw input line, cheaply (``None`` if it has none)."""
+def _line_data(raw: bytes) -> tuple[str, dict[str, Any]] | None:
+    """The id key and the JSON object of a raw input line, cheaply (``None`` if it has no id)."""
+    if raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM) :]
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
+        data = json.loads(raw.decode())
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if not isinstance(data, dict):
         return None
     value = data.get("custom_id") if "custom_id" in data else data.get("id")
-    return None if value is None else id_key(value)
+    if value is None or isinstance(value, (bool, list, dict)):
+        return None
+    return id_key(value), data
 
 
 def _survey(handle: IO[bytes], journal: OutputJournal, source: str, *, check: bool) -> int:
@@ -180,21 +186,34 @@ def _survey(handle: IO[bytes], journal: OutputJournal, source: str, *, check: bo
         items += 1
         if not check:
             continue
-        key = _line_key(raw)
-        if key is None or journal.index.first_seen(key, number) is not None:
-            continue  # no id, or a duplicate: the main pass reports it
-        answer = journal.answer(key)
-        if answer is None or answer.state is not State.OK:
-            continue  # a kept failure whose input changed runs again: nothing to lose
-        try:
-            parsed = parse_input_line(raw, source=source, line=number)
-        except InputError:
-            continue
-        if parsed.hash != answer.hash:
-            raise _changed(source, number, parsed.id, journal, answer.line)
-    journal.index.forget_seen()
+        found = _line_data(raw)
+        answered = None if found is None else journal.index.answered_hash(found[0])
+        if found is None or answered is None:
+            continue  # not answered, or a kept failure: its changed input runs again
+        if line_hash(found[1]) != answered and not _seen_before(handle, found[0], number):
+            answer = journal.answer(found[0])
+            assert answer is not None
+            raw_id = found[1].get("custom_id", found[1].get("id"))
+            raise _changed(source, number, raw_id, journal, answer.line)
     handle.seek(0)
     return items
+
+
+def _seen_before(handle: IO[bytes], key: str, line: int) -> bool:
+    """Whether ``key`` is on an input line before ``line`` (then this line is a duplicate, which
+    the run reports as such). Only asked on a mismatch, so it may read the file again."""
+    position = handle.tell()
+    handle.seek(0)
+    try:
+        for number, raw in enumerate(handle, 1):
+            if number >= line:
+                return False
+            found = _line_data(raw) if raw.strip() else None
+            if found is not None and found[0] == key:
+                return True
+        return False
+    finally:
+        handle.seek(position)
 
 
 def _changed(
@@ -243,10 +262,10 @@ async def run_file(
     source_name = "<stdin>" if str(input_path) == "-" else str(input_path)
     try:
         journal.open()
+        verified = False
         if _is_regular(handle):
-            total = _survey(
-                handle, journal, source_name, check=bool(journal.index.answers) and not force
-            )
+            verified = bool(journal.index.answers) and not force
+            total = _survey(handle, journal, source_name, check=verified)
             if summary is not None:
                 summary.set_total(total)
         failed_file = _open_failed(failed_path)
@@ -293,6 +312,13 @@ async def run_file(
                     if not raw.strip():
                         continue
                     counts["read"] += 1
+                    if verified:
+                        # The look-ahead checked every answered line's input: an answered id
+                        # seen for the first time needs no parsing.
+                        found = _line_data(raw)
+                        if found is not None and journal.index.claim_answered(found[0], line_no):
+                            note("skipped")
+                            continue
                     try:
                         parsed = parse_input_line(raw, source=source_name, line=line_no)
                     except InputError as exc:
