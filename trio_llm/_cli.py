@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, TypeVar
 
-from ._errors import ConfigurationError, TrioLLMError
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -301,6 +300,7 @@ def _json_log(file: TextIO) -> EventConsumer:
 
 
 def _keys_from(args: argparse.Namespace) -> KeyPool:
+    from ._errors import ConfigurationError
     from ._keys import KeyPool
 
     if args.keys is not None:
@@ -482,6 +482,8 @@ def _toml(value: Any) -> str:
 def _check_type(name: str, value: Any, where: str) -> Any:
     """A TOML value of the type its option needs (``rpm = true``, ``concurrency = 1.5`` are
     errors, not 1), or ``ConfigurationError`` naming the option and the file."""
+    from ._errors import ConfigurationError
+
     convert = _RUN_OPTIONS[name][0]
     flag = name.replace("_", "-")
     if convert is str:
@@ -499,6 +501,8 @@ def _check_type(name: str, value: Any, where: str) -> Any:
 def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
     """defaults < --config TOML < TRIO_LLM_* environment < flags."""
     import tomllib
+
+    from ._errors import ConfigurationError
 
     options = {name: default for name, (_, default) in _RUN_OPTIONS.items()}
     if args.config:
@@ -540,6 +544,8 @@ def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _open_log(path: str) -> TextIO:
+    from ._errors import ConfigurationError
+
     target = Path(path)
     if target.is_dir():
         raise ConfigurationError(f"cannot write the --log-json file {path}: it is a directory")
@@ -586,6 +592,8 @@ def _advice(report: FileRunReport | None, snap: SummarySnapshot, keys_hint: str)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ._errors import ConfigurationError
+
     options = _merged_run_options(args)
     namespace = argparse.Namespace(**options)
     keys = _keys_from(namespace)
@@ -739,6 +747,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             # An unknown flag after `run` is a mistake in `run`'s options: show run's usage.
             commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        from ._errors import TrioLLMError
+
         _configure_structlog()
         try:
             code = _demo(args) if args.command == "demo" else _run(args)
