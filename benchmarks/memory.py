@@ -112,13 +112,15 @@ def _measure_run(lines: int, fresh: int, base_url: str) -> dict[str, Any]:
         started = time.monotonic()
         process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert process.stderr is not None
-        stderr = process.stderr.read().decode("utf-8", "replace")
+        with process.stderr:
+            stderr = process.stderr.read().decode("utf-8", "replace")
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - started
         if process.returncode != 0:
             raise RuntimeError(f"trio-llm run exited {process.returncode}: {stderr[-2000:]}")
-        answered = sum(1 for _ in out.open("rb"))
+        with out.open("rb") as file:
+            answered = sum(1 for _ in file)
     assert answered == lines, (answered, lines)
     return {
         "lines": lines,
