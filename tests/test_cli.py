@@ -655,6 +655,30 @@ def test_bad_lines_are_counted_and_reported_once(
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 20  # the bad lines are not piled up
 
 
+def test_bad_batch_lines_keep_their_custom_id(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A Batch API line with no body or an endpoint we do not serve gets a Batch API error line
+    carrying its custom_id, and the reason; the good line is answered."""
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": f"[{tag}] hi"}]}
+    url = "/v1/chat/completions"
+    items = [
+        {"custom_id": "ok", "method": "POST", "url": url, "body": body},
+        {"custom_id": "no-body", "method": "POST", "url": url},
+        {"custom_id": "embed", "method": "POST", "url": "/v1/embeddings", "body": body},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 1
+    lines = {line["custom_id"]: line for line in read_jsonl(tmp_path / "out.jsonl")}
+    assert lines["ok"]["response"]["status_code"] == 200
+    assert lines["no-body"]["error"]["message"] == f"{source}:2 $.body: field missing"
+    assert lines["embed"]["error"]["message"].startswith(
+        f"{source}:3 $.url: POST /v1/embeddings is not an endpoint trio-llm serves"
+    )
+    assert {lines[k]["error"]["code"] for k in ("no-body", "embed")} == {"invalid_input"}
+
+
 def test_file_runs_know_their_total_and_count_failures_once(
     mock: MockServerProcess, tmp_path: Path, tag: str
 ) -> None:
