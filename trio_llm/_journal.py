@@ -124,6 +124,11 @@ class IdIndex:
         for (line,) in cursor:
             yield int(line)
 
+    def kept_keys(self) -> Iterator[str]:
+        """The keys of the kept lines."""
+        for (key,) in self._db.execute("SELECT key FROM answer WHERE state != ?", (State.RERUN,)):
+            yield str(key)
+
     def answer(self, key: str) -> Answer | None:
         """The id's kept line in OUTPUT, if any."""
         if not self.answers:
@@ -259,10 +264,7 @@ class OutputJournal:
     @property
     def done_ids(self) -> set[object]:
         """The keys of every kept answer (for tests and small files: a set in memory)."""
-        rows = self.index._db.execute(
-            "SELECT key FROM answer WHERE state != ?", (State.RERUN,)
-        ).fetchall()
-        return {json.loads(key) for (key,) in rows}
+        return {json.loads(key) for key in self.index.kept_keys()}
 
     def answer(self, key: str) -> Answer | None:
         """The id's kept line, if OUTPUT has one."""
