@@ -11,6 +11,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -271,8 +272,30 @@ def test_environment_beats_config_file_for_numbers(
         ([], "base_url = \n", {}, "cannot read the config file"),
         ([], None, {"TRIO_LLM_RPM": "lots"}, "TRIO_LLM_RPM='lots' is not a valid float"),
         (["--keys-env", "NO_SUCH_KEYS_VAR"], None, {}, "NO_SUCH_KEYS_VAR is empty or unset"),
+        ([], 'rpm = "fast"\n', {}, 'c.toml: rpm must be a number, got "fast"'),
+        ([], "timeout = [1, 2]\n", {}, "c.toml: timeout must be a number, got [1, 2]"),
+        ([], "rpm = true\n", {}, "c.toml: rpm must be a number, got true"),
+        ([], "concurrency = 1.5\n", {}, "c.toml: concurrency must be a whole number, got 1.5"),
+        ([], "base_url = 5\n", {}, "c.toml: base-url must be a string, got 5"),
+        (["--keys", ",,"], None, {}, "--keys ',,' holds no key\nHINT: --keys sk-a,sk-b"),
+        (["--resume"], None, {}, "--resume: OUTPUT"),
     ],
-    ids=["rpm", "concurrency", "toml-timeout", "toml-unknown", "toml-syntax", "env", "keys"],
+    ids=[
+        "rpm",
+        "concurrency",
+        "toml-timeout",
+        "toml-unknown",
+        "toml-syntax",
+        "env",
+        "keys",
+        "toml-string-rpm",
+        "toml-list",
+        "toml-bool",
+        "toml-float-int",
+        "toml-number-url",
+        "empty-keys",
+        "resume-without-output",
+    ],
 )
 def test_bad_configuration_exits_2_saying_what_to_fix(
     mock: MockServerProcess,
@@ -307,11 +330,117 @@ def test_missing_keys_hint_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    """A missing -o or an unknown flag is a usage error (exit 2) from argparse."""
+    """A missing -o or an unknown flag is a usage error (exit 2) showing run's own usage."""
     assert cli("run", "in.jsonl", cwd=tmp_path).returncode == 2
     done = cli("run", "in.jsonl", "-o", "o.jsonl", "--no-such-flag", cwd=tmp_path)
     assert done.returncode == 2
-    assert "--no-such-flag" in done.stderr
+    assert done.stderr.startswith("usage: trio-llm run ")
+    assert "trio-llm run: error: unrecognized arguments: --no-such-flag" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("nodir/out.jsonl", "cannot write {tmp}/nodir/out.jsonl: the directory {tmp}/nodir does"),
+        ("adir", "{tmp}/adir is a directory; -o needs a file"),
+        ("/proc/out.jsonl", "cannot write /proc/out.jsonl: No such file or directory"),
+        ("log:nodir/e.jsonl", "cannot write the --log-json file {tmp}/nodir/e.jsonl: No such"),
+        ("log:adir", "cannot write the --log-json file {tmp}/adir: it is a directory"),
+        ("log:/proc/e.jsonl", "cannot write the --log-json file /proc/e.jsonl: No such file"),
+        ("failed:adir", "cannot write the failed file {tmp}/adir: it is a directory"),
+        ("in:adir", "cannot read the input file {tmp}/adir: it is a directory"),
+    ],
+    ids=[
+        "output-no-dir",
+        "output-is-dir",
+        "output-unwritable",
+        "log-no-dir",
+        "log-is-dir",
+        "log-unwritable",
+        "failed-is-dir",
+        "input-is-dir",
+    ],
+)
+def test_unusable_paths_exit_2_naming_the_path(
+    mock: MockServerProcess, tmp_path: Path, where: str, message: str
+) -> None:
+    """OUTPUT, --log-json, --failed or INPUT that cannot be used: exit 2, one line, no traceback."""
+    (tmp_path / "adir").mkdir()
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "never sent"}])
+    out, extra = tmp_path / "out.jsonl", []
+    what, _, path = where.rpartition(":")
+    target = path if path.startswith("/") else str(tmp_path / path)
+    if what == "log":
+        extra = ["--log-json", target]
+    elif what == "failed":
+        extra = ["--failed", target]
+    elif what == "in":
+        source = Path(target)
+    else:
+        out = Path(target)
+    before = mock.stats()
+    done = cli(*run_args(mock, source, out, *extra), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("trio-llm: error: " + message.format(tmp=tmp_path))
+    assert len(done.stderr.splitlines()) == 1
+    assert delta(before, mock.stats())["requests"] == 0
+
+
+def test_a_reader_that_leaves_ends_the_run_quietly(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """`-o - | head -1`: the run stops at the broken pipe with exit 141 and says nothing."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 200))
+    with subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "trio_llm", *run_args(mock, source, "-")],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()  # what `head -1` does after its line
+        stderr = process.stderr.read().decode("utf-8", "replace")
+        process.wait(timeout=TIMEOUT)
+    assert json.loads(first)["id"].startswith("q")
+    assert process.returncode == 141
+    assert stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo", "--n", "0"], "trio-llm demo: error: argument --n: --n must be at least 1, got 0"),
+        (["demo", "--key-count", "0"], "--key-count must be at least 1"),
+        (["demo", "--latency", "-1"], "--latency must be 0 or more"),
+        (["mock-server", "--port", "99999"], "--port must be 0-65535, got '99999'"),
+        (["mock-server", "--port=-5"], "--port must be 0-65535, got '-5'"),
+    ],
+    ids=["demo-n", "demo-keys", "demo-latency", "port-too-big", "port-negative"],
+)
+def test_bad_demo_and_mock_options_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    """`demo --n 0` or a port out of range: exit 2 with the reason, no traceback."""
+    done = cli(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_mock_server_on_a_port_in_use_exits_2(tmp_path: Path) -> None:
+    """A port another server listens on: exit 2 saying so, with both servers."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for server in ("hypercorn", "uvicorn"):
+            done = cli("mock-server", "--port", port, "--server", server, cwd=tmp_path)
+            assert done.returncode == 2, server
+            assert done.stderr == (
+                "trio-llm mock-server: error: cannot listen: the port is in use (another "
+                "server is listening there); pick another --port\n"
+            )
 
 
 def test_output_must_not_be_the_input(mock: MockServerProcess, tmp_path: Path) -> None:
@@ -333,16 +462,76 @@ def test_missing_input_file_exits_2(mock: MockServerProcess, tmp_path: Path) -> 
     assert "Traceback" not in done.stderr
 
 
-def test_corrupt_output_file_exits_2(mock: MockServerProcess, tmp_path: Path) -> None:
-    """An OUTPUT that is not JSONL (a wrong -o) is refused with exit 2, and left untouched."""
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param("my precious notes\n", id="text"),
+        pytest.param("my precious notes, no newline", id="text-no-newline"),
+        pytest.param('{"id": "a", "prompt": "an input line"}\n{"id": "b"}\n', id="jsonl-with-ids"),
+    ],
+)
+def test_output_that_is_not_ours_is_refused_untouched(
+    mock: MockServerProcess, tmp_path: Path, content: str
+) -> None:
+    """An OUTPUT without trio-llm's marker (a wrong -o) is refused with exit 2, left untouched."""
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
     out = tmp_path / "notes.txt"
-    out.write_text("my precious notes\n", encoding="utf-8")
+    out.write_text(content, encoding="utf-8")
+    before = mock.stats()
     done = cli(*run_args(mock, source, out), cwd=tmp_path)
     assert done.returncode == 2
-    assert "not a JSONL file" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert out.read_text(encoding="utf-8") == "my precious notes\n"
+    assert done.stderr == (
+        f"trio-llm: error: {out}: not a trio-llm output; use another -o or --force "
+        "(line 1 has no 'trio_llm_input' field)\n"
+    )
+    assert out.read_text(encoding="utf-8") == content
+    assert delta(before, mock.stats())["requests"] == 0
+
+
+def test_force_takes_over_an_output_that_is_not_ours(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """With --force a foreign OUTPUT is taken over: its lines go, every item is answered."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 2))
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "q0", "prompt": "not an answer"}\n[1, 2]\n', encoding="utf-8")
+    done = cli(*run_args(mock, source, out, "--force"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = read_jsonl(out)
+    assert sorted(line["id"] for line in lines) == ["q0", "q1"]
+    assert all("content" in line for line in lines)
+
+
+def test_an_output_line_that_is_not_an_object_is_named(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A JSON line in our OUTPUT that is not an object: exit 2 naming file:line, no traceback."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 2))
+    out = tmp_path / "out.jsonl"
+    assert cli(*run_args(mock, source, out), cwd=tmp_path).returncode == 0
+    with out.open("a", encoding="utf-8") as file:
+        file.write("[1, 2]\n")
+    original = out.read_bytes()
+    done = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"trio-llm: error: {out}:3: not a trio-llm output line: JSON but not an object (list); "
+        "use another -o or --force\n"
+    )
+    assert out.read_bytes() == original
+
+
+def test_demo_and_mock_server_help_teach_with_examples(tmp_path: Path) -> None:
+    """`demo --help` and `mock-server --help` show runnable examples, as `run --help` does."""
+    demo = cli("demo", "--help", cwd=tmp_path)
+    assert demo.returncode == 0
+    assert "examples:\n  trio-llm demo " in demo.stdout
+    assert "rate-limit floor" in demo.stdout
+    mock = cli("mock-server", "--help", cwd=tmp_path)
+    assert mock.returncode == 0
+    assert "--rpm" in mock.stdout
+    assert "examples:\n  trio-llm mock-server --port 8000" in mock.stdout
+    assert "[[fault:500*2]]" in mock.stdout
 
 
 def test_help_shows_examples(tmp_path: Path) -> None:
@@ -433,6 +622,104 @@ def test_bad_input_lines_are_reported_and_the_rest_succeed(
     assert "3 invalid" in done.stderr
 
 
+def summary_rows(stderr: str) -> dict[str, str]:
+    """The summary table's rows, as {label: value}."""
+    rows = {}
+    for line in stderr.splitlines():
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        if len(cells) == 2 and cells[0]:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_bad_lines_are_counted_and_reported_once(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """18 bad lines: the summary says invalid 18; stderr has the count and the first 5 only."""
+    good = [json.dumps(item) for item in prompts(tag, 2)]
+    bad = [json.dumps({"id": f"b{i}", "messages": [{"role": "user"}]}) for i in range(18)]
+    source = tmp_path / "in.jsonl"
+    # A UTF-8 byte order mark before the first line is not a bad line.
+    source.write_bytes(b"\xef\xbb\xbf" + "\n".join([good[0], *bad, good[1]]).encode() + b"\n")
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 1
+    rows = summary_rows(done.stderr)
+    assert (rows["items"], rows["succeeded"], rows["invalid"]) == ("20", "2", "18")
+    assert "18 invalid input lines (written to OUTPUT as invalid_input errors):" in done.stderr
+    shown = [line for line in done.stderr.splitlines() if "content: field missing" in line]
+    assert shown == [f"  {source}:{n} $.messages[0].content: field missing" for n in range(2, 7)]
+    assert "  ... and 13 more" in done.stderr
+    again = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert again.returncode == 1
+    assert summary_rows(again.stderr)["invalid"] == "18"
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 20  # the bad lines are not piled up
+
+
+def test_bad_batch_lines_keep_their_custom_id(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A Batch API line with no body or an endpoint we do not serve gets a Batch API error line
+    carrying its custom_id, and the reason; the good line is answered."""
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": f"[{tag}] hi"}]}
+    url = "/v1/chat/completions"
+    items = [
+        {"custom_id": "ok", "method": "POST", "url": url, "body": body},
+        {"custom_id": "no-body", "method": "POST", "url": url},
+        {"custom_id": "embed", "method": "POST", "url": "/v1/embeddings", "body": body},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 1
+    lines = {line["custom_id"]: line for line in read_jsonl(tmp_path / "out.jsonl")}
+    assert lines["ok"]["response"]["status_code"] == 200
+    assert lines["no-body"]["error"]["message"] == f"{source}:2 $.body: field missing"
+    assert lines["embed"]["error"]["message"].startswith(
+        f"{source}:3 $.url: POST /v1/embeddings is not an endpoint trio-llm serves"
+    )
+    assert {lines[k]["error"]["code"] for k in ("no-body", "embed")} == {"invalid_input"}
+
+
+def test_file_runs_know_their_total_and_count_failures_once(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """The summary shows the file's item count; its failed count matches the text line even for
+    items a deadline left unsent; --max-attempts 1 shows 0 retries."""
+    items = [
+        *prompts(tag, 3),
+        {"id": "flaky", "prompt": f"[{tag}] [[fault:500*1]]"},
+        *[{"id": f"hang{i}", "prompt": f"[{tag}] {i} [[fault:hang]]"} for i in range(3)],
+        *prompts(tag, 5, prefix="late"),
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    extra = ["--max-attempts", "1", "--deadline", "2", "--concurrency", "4", "--timeout", "20"]
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl", *extra), cwd=tmp_path)
+    assert done.returncode == 1
+    rows = summary_rows(done.stderr)
+    assert rows["items"] == "12"
+    assert rows["retries"] == "0"
+    lines = read_jsonl(tmp_path / "out.jsonl")
+    failed = sum("error" in line for line in lines)
+    assert failed >= 4  # the flaky one and the three hanging ones at least
+    assert rows["failed"] == str(failed)
+    assert f"{failed} failed, 0 invalid" in done.stderr
+    assert "stopped early (deadline): rerun the same command to resume" in done.stderr
+
+
+def test_a_refused_key_is_advice_to_fix_the_key(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Every key refused (401): the advice is to fix the key, not just to rerun."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 3))
+    env = child_env(**{KEY_ENV: "sk-wrong-key-000099"})
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "every API key was refused (sk-…0099: HTTP 401" in done.stderr
+    assert (
+        f"fix the key (the variable {KEY_ENV}), then rerun the same command to resume"
+    ) in done.stderr
+    assert "sk-wrong-key-000099" not in done.stderr
+
+
 def test_duplicate_ids_are_reported_not_sent_twice(
     mock: MockServerProcess, tmp_path: Path, tag: str
 ) -> None:
@@ -447,6 +734,148 @@ def test_duplicate_ids_are_reported_not_sent_twice(
     assert delta(before, mock.stats())["requests"] == 3
     counts = collections.Counter(line["id"] for line in read_jsonl(tmp_path / "out.jsonl"))
     assert counts == {"q0": 1, "q1": 1, "q2": 1}
+
+
+# --- the journal: lock, input hashes, what runs again --------------------------------------
+
+
+def test_a_second_run_on_the_same_output_is_refused(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """While a run writes OUTPUT a second one exits 2 naming the lock; once the first is killed
+    (kill -9: the lock dies with it) the same command resumes."""
+    items = [*prompts(tag, 2), {"id": "hang", "prompt": f"[{tag}] [[fault:hang]]"}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    first = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "trio_llm", *run_args(mock, source, out)],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out.exists() and len(out.read_bytes().splitlines()) >= 2):
+            assert first.poll() is None
+            assert time.monotonic() < deadline, "the answerable prompts never finished"
+            time.sleep(0.05)
+        before = mock.stats()
+        second = cli(*run_args(mock, source, out), cwd=tmp_path)
+        assert second.returncode == 2
+        lock = tmp_path / ".out.jsonl.lock"
+        assert second.stderr == (
+            f"trio-llm: error: another trio-llm run (pid {first.pid}) is writing {out} (it holds "
+            f"the lock {lock}); wait for it to finish, or use another -o\n"
+        )
+        assert delta(before, mock.stats())["requests"] == 0
+    finally:
+        first.kill()
+        first.wait(timeout=10)
+    # The hanging prompt is answered by the next run only if it stops hanging: drop it.
+    write_jsonl(source, prompts(tag, 2))
+    third = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert "2 already done" in third.stderr
+    assert not (tmp_path / ".out.jsonl.lock").exists()
+
+
+def test_a_changed_input_under_answered_ids_is_refused_unless_force(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A rerun whose INPUT changed under an answered id exits 2 before sending anything,
+    naming the id and both file:lines; with --force just the changed items are sent again."""
+    items = prompts(tag, 4)
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    assert cli(*run_args(mock, source, out), cwd=tmp_path).returncode == 0
+    out_line = 1 + [line["id"] for line in read_jsonl(out)].index("q2")
+    items[2]["prompt"] = f"[{tag}] what is 7 + 7?"
+    items.append({"id": "new", "prompt": f"[{tag}] what is 1 + 1?"})
+    write_jsonl(source, items)
+    original = out.read_bytes()
+    before = mock.stats()
+    refused = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        f"trio-llm: error: {source}:3: the input of id 'q2' changed since its answer was "
+        f"written ({out}:{out_line})\nHINT: rerun with --force"
+    )
+    assert delta(before, mock.stats())["requests"] == 0
+    assert out.read_bytes() == original
+
+    forced = cli(*run_args(mock, source, out, "--force"), cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert delta(before, mock.stats())["requests"] == 2  # q2 again, and the new one
+    assert "1 changed and sent again" in forced.stderr
+    again = cli(*run_args(mock, source, out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    lines = {line["id"]: line for line in read_jsonl(out)}
+    assert len(read_jsonl(out)) == 5
+    assert lines["q2"]["content"] == json.dumps({"answer": 14})
+
+
+def test_duplicate_ids_keep_exit_status_1_on_resume(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """The rerun of an input with a duplicate id still reports it and exits 1, sending nothing."""
+    items = [*prompts(tag, 2), {"id": "q0", "prompt": f"[{tag}] a second q0"}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    command = run_args(mock, source, tmp_path / "out.jsonl")
+    assert cli(*command, cwd=tmp_path).returncode == 1
+    before = mock.stats()
+    again = cli(*command, cwd=tmp_path)
+    assert again.returncode == 1
+    assert f"{source}:3: duplicate id 'q0' (first at line 1); not sent" in again.stderr
+    assert delta(before, mock.stats())["requests"] == 0
+
+
+def test_failures_another_try_cannot_fix_stay_done_until_their_input_changes(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """A context_length failure is not resent on resume (exit 1 still); once its input line is
+    fixed it runs again, with no --force needed."""
+    items = [*prompts(tag, 2), {"id": "long", "prompt": f"[{tag}] [[fault:context_length]]"}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out, failed = tmp_path / "out.jsonl", tmp_path / "failed.jsonl"
+    command = run_args(mock, source, out, "--failed", str(failed))
+    assert cli(*command, cwd=tmp_path).returncode == 1
+    before = mock.stats()
+    again = cli(*command, cwd=tmp_path)
+    assert again.returncode == 1
+    assert delta(before, mock.stats())["requests"] == 0
+    assert "1 failed earlier" in again.stderr
+    assert failed.read_text(encoding="utf-8").splitlines() == [json.dumps(items[2])]
+    items[2]["prompt"] = f"[{tag}] what is 3 + 3?"
+    write_jsonl(source, items)
+    fixed = cli(*command, cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert delta(before, mock.stats())["requests"] == 1
+    assert {line["id"]: "content" in line for line in read_jsonl(out)} == dict.fromkeys(
+        ["q0", "q1", "long"], True
+    )
+
+
+def test_ids_keep_their_json_type_in_output(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Number ids stay numbers in OUTPUT, and 1 and "1" are two different ids."""
+    items = [
+        {"id": 1, "prompt": f"[{tag}] what is 1 + 1?"},
+        {"id": "1", "prompt": f"[{tag}] what is 2 + 2?"},
+        {"id": 2.0, "prompt": f"[{tag}] what is 3 + 3?"},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    answers = {
+        json.dumps(line["id"]): line["content"] for line in read_jsonl(tmp_path / "out.jsonl")
+    }
+    assert answers == {
+        "1": json.dumps({"answer": 2}),
+        '"1"': json.dumps({"answer": 4}),
+        "2.0": json.dumps({"answer": 6}),
+    }
 
 
 # --- interruption -----------------------------------------------------------------------------
@@ -488,6 +917,41 @@ def test_sigint_exits_130_keeping_finished_results(
     assert stdout == b""
     lines = read_jsonl(out)
     assert sorted(line["id"] for line in lines if "content" in line) == [f"q{i}" for i in range(5)]
+
+
+def test_a_second_ctrl_c_exits_at_once_without_a_traceback(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Two Ctrl-Cs in a row: exit 130 at once, no KeyboardInterrupt traceback."""
+    items = [{"id": f"hang{i}", "prompt": f"[{tag}] {i} [[fault:hang]]"} for i in range(4)]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "trio_llm", *run_args(mock, source, out)],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (tmp_path / ".out.jsonl.lock").exists():  # the run has begun
+            assert process.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    text = stderr.decode("utf-8", "replace")
+    assert process.returncode == 130, text
+    assert "Traceback" not in text
+    assert "KeyboardInterrupt" not in text
 
 
 # --- events and secrets -----------------------------------------------------------------------

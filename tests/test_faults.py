@@ -16,7 +16,7 @@ from _fakes import SocketLikeASGITransport
 
 import trio_llm
 from trio_llm import ErrorKind, RetryPolicy
-from trio_llm.testing import FAULT_KINDS, MockApp, MockServerConfig, mock_reply, serve_mock
+from trio_llm.testing import MockApp, MockServerConfig, mock_reply, serve_mock
 
 GOOD_KEYS = ("sk-good-key-0000000001", "sk-good-key-0000000002")
 FAST_RETRY = RetryPolicy(attempts=6, wait_initial=0.05, wait_max=0.5, wait_jitter=0.05)

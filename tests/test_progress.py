@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 import trio_llm._summary
+from trio_llm import ErrorInfo, ErrorKind, Result
 from trio_llm import _events as ev
 from trio_llm._progress import Progress, render_plain, render_summary_table, render_tty
 from trio_llm._summary import RunSummary, SummarySnapshot
@@ -68,6 +69,8 @@ def synthetic_run(summary: RunSummary, wall: FakeMonotonic) -> None:
         feed(summary, ev.REQUEST_SENT, index=index, attempt=1, key_id=FP_A, est_tokens=50)
     feed(summary, ev.REQUEST_RETRYING, index=5, attempt=1, kind="rate_limited", status=429)
     feed(summary, ev.REQUEST_RETRYING, index=4, attempt=1, kind="server_error", status=500)
+    for index in (4, 5):  # the two retries
+        feed(summary, ev.REQUEST_SENT, index=index, attempt=2, key_id=FP_A, est_tokens=50)
     for index in range(4):
         feed(
             summary,
@@ -110,7 +113,7 @@ async def test_summary_counts_the_event_stream(wall: FakeMonotonic) -> None:
     assert snap.total == 10
     assert (snap.succeeded, snap.failed, snap.done) == (4, 1, 5)
     assert snap.failed_by_kind == {"context_length": 1}
-    assert (snap.sent, snap.retries, snap.rate_limited) == (6, 2, 1)
+    assert (snap.sent, snap.retries, snap.rate_limited) == (8, 2, 1)
     assert (snap.prompt_tokens, snap.completion_tokens) == (400, 100)
     assert snap.cost_usd == pytest.approx(0.01)
     assert snap.in_flight == 2
@@ -142,6 +145,51 @@ async def test_a_failed_429_counts_as_rate_limited(wall: FakeMonotonic) -> None:
     assert (snap.failed, snap.rate_limited, snap.retries) == (1, 1, 0)
 
 
+async def test_a_failed_attempt_not_tried_again_is_no_retry(wall: FakeMonotonic) -> None:
+    """--max-attempts 1: a retry event for an attempt that is never sent again counts 0 retries,
+    and its 429 is counted once, not again when the item fails."""
+    summary = RunSummary(total=1)
+    feed(summary, ev.REQUEST_SENT, index=0, attempt=1, key_id=FP_A)
+    feed(summary, ev.REQUEST_RETRYING, index=0, attempt=1, kind="rate_limited", status=429)
+    feed(summary, ev.REQUEST_FAILED, index=0, attempts=1, kind="rate_limited", status=429)
+    snap = summary.snapshot()
+    assert (snap.sent, snap.retries, snap.rate_limited, snap.failed) == (1, 0, 1, 1)
+
+
+async def test_recorded_results_are_the_outcome_counts(wall: FakeMonotonic) -> None:
+    """A collector's results win over the events: an item a stop left unsent counts as failed."""
+    summary = RunSummary()
+    feed(summary, ev.REQUEST_SUCCEEDED, index=0, prompt_tokens=1, completion_tokens=1)
+    summary.record(Result(index=0, ok=True, text="a"))
+    stopped = ErrorInfo(kind=ErrorKind.DEADLINE, message="the run's deadline passed")
+    summary.record(Result(index=1, ok=False, error=stopped))  # no request.failed event
+    snap = summary.snapshot()
+    assert (snap.succeeded, snap.failed, snap.failed_by_kind) == (1, 1, {"deadline": 1})
+
+
+async def test_a_file_run_bar_counts_every_line_of_the_file(wall: FakeMonotonic) -> None:
+    """Lines already answered, invalid or duplicate count toward the bar; the ETA uses only
+    the pace of this run's results."""
+    summary = RunSummary()
+    summary.set_total(100)
+    for outcome, n in (("skipped", 40), ("invalid", 5), ("duplicates", 5)):
+        for _ in range(n):
+            summary.count_line(outcome)
+    feed(summary, ev.RUN_STARTED, run_id="run-1", total=None, keys=1)
+    for index in range(10):
+        summary.record(Result(index=index, ok=True, text="a"))
+    wall.now += 10.0
+    snap = summary.snapshot()
+    assert (snap.done, snap.total, snap.fraction) == (60, 100, 0.6)
+    assert snap.eta_s == 40.0  # 40 left at 1 item/s
+    assert render_plain(snap).startswith("60/100 done (60%), 40 already done, 10 ok, 0 failed")
+    text = plain_text_of(render_tty(snap))
+    assert text.splitlines()[0].startswith("█" * 18 + "░" * 12 + " 60/100 (60%)")
+    table = plain_text_of(render_summary_table(snap))
+    for row in ("already done", "invalid", "duplicate ids"):
+        assert row in table
+
+
 async def test_explicit_total_wins_over_run_started(wall: FakeMonotonic) -> None:
     """A total given by the caller (the demo knows N) is not replaced by the event's None."""
     summary = RunSummary(total=30)
@@ -154,7 +202,7 @@ async def test_render_plain_is_one_status_line(wall: FakeMonotonic) -> None:
     summary = RunSummary()
     synthetic_run(summary, wall)
     assert render_plain(summary.snapshot()) == (
-        "5/10 done, 4 ok, 1 failed | 1.2 req/s, 125 tok/s | in flight 2 | "
+        "5/10 done (50%), 4 ok, 1 failed | 1.2 req/s, 125 tok/s | in flight 2 | "
         "retries 2, 429s 1 | $0.0100 | ETA 4s"
     )
 
@@ -254,7 +302,7 @@ async def test_summary_table_lists_counts_failures_by_kind_and_dropped_keys(
     assert rows["succeeded"] == "4"
     assert rows["failed"] == "1"
     assert rows["context_length"] == "1"
-    assert rows["requests sent"] == "6"
+    assert rows["requests sent"] == "8"
     assert rows["retries"] == "2"
     assert rows["429 responses"] == "1"
     assert rows["tokens (prompt + completion)"] == "400 + 100"
@@ -293,7 +341,7 @@ async def test_plain_mode_lines_follow_the_summary(
         feed(summary, ev.REQUEST_SUCCEEDED, index=0, prompt_tokens=1, completion_tokens=1)
         await trio.sleep(1.0)
     lines = out.getvalue().splitlines()
-    assert [line.split(",")[0] for line in lines] == ["0/2 done", "1/2 done"]
+    assert [line.split(",")[0] for line in lines] == ["0/2 done (0%)", "1/2 done (50%)"]
 
 
 async def test_disabled_progress_prints_nothing(autojump_clock: trio.testing.MockClock) -> None:

@@ -18,9 +18,11 @@ import trio
 import trio.testing
 from _fakes import completion, echo, error, last_user_text, make_engine
 
-from trio_llm import ConfigurationError
-from trio_llm._convert import is_done, output_id
-from trio_llm._sinks import OutputJournal, run_file
+import trio_llm
+from trio_llm import ConfigurationError, Request
+from trio_llm._convert import MARKER, input_hash, is_done, output_id
+from trio_llm._journal import JournalError
+from trio_llm._sinks import InputChangedError, OutputJournal, run_file
 
 
 def simple_lines(ids: list[str]) -> bytes:
@@ -52,30 +54,49 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def success_line(item_id: str, text: str = "done") -> bytes:
+def hash_of(item_id: object, prompt: str | None = None) -> str:
+    """The input hash of the line ``simple_lines`` writes for ``item_id``."""
+    return input_hash(Request.from_prompt(prompt or f"say {item_id}"))
+
+
+def journal_line(line: dict[str, Any], item_id: object, prompt: str | None = None) -> bytes:
+    """``line`` as run_file writes it: compact, the marker (the input hash) first."""
+    marked = {MARKER: hash_of(item_id, prompt), **line}
+    return json.dumps(marked, separators=(",", ":")).encode() + b"\n"
+
+
+def success_line(item_id: str, text: str = "done", prompt: str | None = None) -> bytes:
     """An output line for a success, as run_file writes it."""
     line = {"id": item_id, "content": text, "usage": None, "attempts": 1}
-    return json.dumps(line).encode() + b"\n"
+    return journal_line(line, item_id, prompt)
 
 
-def failure_line(item_id: str) -> bytes:
+def failure_line(item_id: str, kind: str = "server_error") -> bytes:
     """An output line for a failure, as run_file writes it."""
-    line = {"id": item_id, "error": {"kind": "server_error", "message": "boom"}, "attempts": 8}
-    return json.dumps(line).encode() + b"\n"
+    line = {"id": item_id, "error": {"kind": kind, "message": "boom"}, "attempts": 8}
+    return journal_line(line, item_id)
+
+
+def one_try(handler: Any, **kwargs: Any) -> trio_llm.Engine:
+    """An engine that gives each item one attempt: a failure is written, and rerun later."""
+    return make_engine(handler, retry=trio_llm.RetryPolicy(attempts=1), **kwargs)
 
 
 class Recorder:
-    """A fake endpoint answering ``echo: <prompt>`` that records which ids were sent."""
+    """A fake endpoint answering ``echo: <prompt>`` that records which ids were sent; the ids
+    in ``fail_first`` fail their first attempt with ``fail_status``."""
 
     def __init__(
         self,
         *,
         latency: tuple[float, float] = (1.0, 1.0),
         fail_first: frozenset[str] = frozenset(),
+        fail_status: int = 500,
         seed: int = 0,
     ) -> None:
         self.latency = latency
         self.fail_first = fail_first
+        self.fail_status = fail_status
         self.sent: collections.Counter[str] = collections.Counter()
         self.forbidden: set[str] = set()
         self.violations: list[str] = []
@@ -89,7 +110,7 @@ class Recorder:
             self.violations.append(item_id)
         await trio.sleep(self._rng.uniform(*self.latency))
         if item_id in self.fail_first and self.sent[item_id] == 1:
-            return error(400, "bad request, the first time")
+            return error(self.fail_status, f"HTTP {self.fail_status}, the first time")
         return completion(f"echo: {prompt}")
 
 
@@ -104,28 +125,30 @@ async def test_journal_cuts_a_torn_last_line(tmp_path: Path) -> None:
     out.write_bytes(good + torn)
     journal = OutputJournal(out)
     journal.open()
+    done = journal.done_ids
     journal.close()
     assert out.read_bytes() == good
     assert journal.repaired_bytes == len(torn)
-    assert journal.done_ids == {"a", "b"}
+    assert done == {"a", "b"}
 
 
 async def test_journal_cuts_a_file_that_is_one_torn_line(tmp_path: Path) -> None:
     """A file with no complete line at all (killed during the first write) becomes empty."""
     out = tmp_path / "out.jsonl"
-    out.write_bytes(b'{"id": "a", "cont')
+    out.write_bytes(success_line("a")[:30])
     journal = OutputJournal(out)
     journal.open()
+    done = journal.done_ids
     journal.close()
     assert out.read_bytes() == b""
-    assert journal.done_ids == set()
+    assert done == set()
 
 
 async def test_journal_cuts_a_torn_line_longer_than_its_read_chunk(tmp_path: Path) -> None:
     """A torn line longer than 64 KiB is still cut back to the last newline."""
     out = tmp_path / "out.jsonl"
     good = success_line("a")
-    torn = b'{"id": "b", "content": "' + b"x" * 200_000
+    torn = success_line("b", "x" * 200_000)[:-10]
     out.write_bytes(good + torn)
     journal = OutputJournal(out)
     journal.open()
@@ -144,7 +167,7 @@ async def test_journal_leaves_a_clean_file_untouched(tmp_path: Path) -> None:
     journal.close()
     assert out.read_bytes() == data
     assert out.stat().st_ino == inode
-    assert (journal.repaired_bytes, journal.dropped_failures) == (0, 0)
+    assert (journal.repaired_bytes, journal.dropped_lines) == (0, 0)
 
 
 async def test_journal_drops_failed_lines_so_they_run_again(tmp_path: Path) -> None:
@@ -153,20 +176,21 @@ async def test_journal_drops_failed_lines_so_they_run_again(tmp_path: Path) -> N
     out.write_bytes(success_line("a") + failure_line("b") + success_line("c"))
     journal = OutputJournal(out)
     journal.open()
+    done = journal.done_ids
     journal.close()
-    assert journal.done_ids == {"a", "c"}
-    assert journal.dropped_failures == 1
+    assert done == {"a", "c"}
+    assert journal.dropped_lines == 1
     assert [line["id"] for line in read_jsonl(out)] == ["a", "c"]
 
 
-async def test_journal_keeps_only_the_first_success_of_an_id(tmp_path: Path) -> None:
-    """If an id was somehow answered twice, the rewrite keeps its first answer only."""
+async def test_journal_keeps_only_the_last_line_of_an_id(tmp_path: Path) -> None:
+    """An id answered twice (its input changed, --force) keeps its last answer only."""
     out = tmp_path / "out.jsonl"
-    out.write_bytes(success_line("a", "first") + success_line("a", "second"))
+    out.write_bytes(success_line("a", "first") + success_line("b") + success_line("a", "second"))
     journal = OutputJournal(out)
     journal.open()
     journal.close()
-    assert [line["content"] for line in read_jsonl(out)] == ["first"]
+    assert [line["content"] for line in read_jsonl(out)] == ["done", "second"]
 
 
 async def test_journal_reads_batch_api_output_by_custom_id(tmp_path: Path) -> None:
@@ -174,11 +198,12 @@ async def test_journal_reads_batch_api_output_by_custom_id(tmp_path: Path) -> No
     out = tmp_path / "out.jsonl"
     ok = {"id": "batch_req_0", "custom_id": "x", "response": {"status_code": 200}, "error": None}
     bad = {"id": "batch_req_1", "custom_id": "y", "response": None, "error": {"code": "e"}}
-    out.write_text(json.dumps(ok) + "\n" + json.dumps(bad) + "\n")
+    out.write_bytes(journal_line(ok, "x") + journal_line(bad, "y"))
     journal = OutputJournal(out)
     journal.open()
+    done = journal.done_ids
     journal.close()
-    assert journal.done_ids == {"x"}
+    assert done == {"x"}
     assert [line["custom_id"] for line in read_jsonl(out)] == ["x"]
 
 
@@ -270,15 +295,15 @@ async def test_resume_reruns_failed_items_and_keeps_one_line_per_id(
     (tmp_path / "in.jsonl").write_bytes(simple_lines(["q0", "q1", "q2"]))
     out = tmp_path / "out.jsonl"
     server = Recorder(fail_first=frozenset({"q1"}))
-    first = await run_file(make_engine(server), tmp_path / "in.jsonl", out)
+    first = await run_file(one_try(server), tmp_path / "in.jsonl", out)
     assert (first.succeeded, first.failed) == (2, 1)
     assert not first.all_succeeded
     (failed,) = [line for line in read_jsonl(out) if not is_done(line)]
     assert failed["id"] == "q1"
-    assert failed["error"]["kind"] == "bad_request"
-    assert failed["error"]["status"] == 400
+    assert failed["error"]["kind"] == "server_error"
+    assert failed["error"]["status"] == 500
 
-    second = await run_file(make_engine(server), tmp_path / "in.jsonl", out)
+    second = await run_file(one_try(server), tmp_path / "in.jsonl", out)
     assert (second.skipped, second.succeeded, second.failed) == (2, 1, 0)
     assert server.sent == {"q0": 1, "q1": 2, "q2": 1}
     lines = read_jsonl(out)
@@ -305,7 +330,7 @@ async def test_interrupted_runs_never_lose_or_repeat_an_id(
                 output_id(line) or "" for line in read_jsonl_tolerant(out) if is_done(line)
             }
         with trio.move_on_after(rng.uniform(0.5, 4.0)) as scope:
-            await run_file(make_engine(server, concurrency=10), tmp_path / "in.jsonl", out)
+            await run_file(one_try(server, concurrency=10), tmp_path / "in.jsonl", out)
         if scope.cancelled_caught:
             interrupts += 1
             # What a kill -9 in the middle of a write leaves behind.
@@ -316,7 +341,7 @@ async def test_interrupted_runs_never_lose_or_repeat_an_id(
     assert 0 < len(server.forbidden) < len(ids)
     # Items whose first (failing) attempt was cut off fail in the next run, and succeed after.
     for _ in range(2):
-        report = await run_file(make_engine(server, concurrency=10), tmp_path / "in.jsonl", out)
+        report = await run_file(one_try(server, concurrency=10), tmp_path / "in.jsonl", out)
         server.forbidden = {output_id(line) or "" for line in read_jsonl(out) if is_done(line)}
     assert report.all_succeeded
     assert server.violations == []  # nothing answered in OUTPUT was ever sent again
@@ -361,11 +386,9 @@ async def test_bad_lines_become_errors_naming_file_line_and_field(
 
 
 async def test_duplicate_ids_are_reported_and_sent_once(
-    autojump_clock: trio.testing.MockClock,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """A repeated id is not sent: it is counted, named on stderr and put in the failed file."""
+    """A repeated id is not sent: it is counted, named in the report and put in the failed file."""
     source = tmp_path / "in.jsonl"
     dup = b'{"id": "q0", "prompt": "say q0 again"}\n'
     source.write_bytes(simple_lines(["q0", "q1"]) + dup)
@@ -376,7 +399,7 @@ async def test_duplicate_ids_are_reported_and_sent_once(
     assert server.sent == {"q0": 1, "q1": 1}
     assert report.duplicates == 1
     assert not report.all_succeeded
-    assert f"{source}:3: duplicate id 'q0' (first at line 1)" in capsys.readouterr().err
+    assert report.problems == (f"{source}:3: duplicate id 'q0' (first at line 1); not sent",)
     assert (tmp_path / "failed.jsonl").read_bytes() == dup
     assert sorted(line["id"] for line in read_jsonl(tmp_path / "out.jsonl")) == ["q0", "q1"]
 
@@ -390,7 +413,7 @@ async def test_failed_file_holds_the_original_input_lines(
     source.write_bytes(simple_lines(["q0"]) + odd_line)
     server = Recorder(fail_first=frozenset({"q1"}))
     await run_file(
-        make_engine(server), source, tmp_path / "out.jsonl", failed_path=tmp_path / "failed.jsonl"
+        one_try(server), source, tmp_path / "out.jsonl", failed_path=tmp_path / "failed.jsonl"
     )
     assert (tmp_path / "failed.jsonl").read_bytes() == odd_line + b"\n"
 
@@ -403,9 +426,9 @@ async def test_the_failed_file_can_be_run_as_input(
     (tmp_path / "in.jsonl").write_bytes(simple_lines(ids))
     out, failed = tmp_path / "out.jsonl", tmp_path / "failed.jsonl"
     server = Recorder(fail_first=frozenset({"q2", "q5"}))
-    await run_file(make_engine(server), tmp_path / "in.jsonl", out, failed_path=failed)
+    await run_file(one_try(server), tmp_path / "in.jsonl", out, failed_path=failed)
     before = server.sent.copy()
-    report = await run_file(make_engine(server), failed, out)
+    report = await run_file(one_try(server), failed, out)
     assert server.sent - before == {"q2": 1, "q5": 1}
     assert report.all_succeeded
     counts = collections.Counter(line["id"] for line in read_jsonl(out))
@@ -513,3 +536,99 @@ async def test_cancelled_run_closes_its_input(
             )
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+# --- the journal's rules ----------------------------------------------------------------------
+
+
+async def test_journal_keeps_failures_another_try_cannot_fix(tmp_path: Path) -> None:
+    """POLICY decides: a bad_request line stays (not rerun); server_error, deadline and
+    invalid_input lines are dropped, so those items run again."""
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(
+        failure_line("a", "bad_request")
+        + failure_line("b", "server_error")
+        + failure_line("c", "deadline")
+        + failure_line("d", "invalid_input")
+        + success_line("e")
+    )
+    journal = OutputJournal(out)
+    journal.open()
+    kept = {key: journal.answer(json.dumps(key)) for key in "abcde"}
+    journal.close()
+    assert {k: None if v is None else v.state.name for k, v in kept.items()} == {
+        "a": "FAILED", "b": None, "c": None, "d": None, "e": "OK",
+    }  # fmt: skip
+    assert [line["id"] for line in read_jsonl(out)] == ["a", "e"]
+
+
+async def test_a_second_journal_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    """While one journal holds OUTPUT, opening another raises naming the lock; after close the
+    lock file is gone and OUTPUT opens again."""
+    out = tmp_path / "out.jsonl"
+    first = OutputJournal(out)
+    first.open()
+    second = OutputJournal(out)
+    with pytest.raises(JournalError, match=r"is writing .*out\.jsonl \(it holds the lock .*\.out"):
+        second.open()
+    first.close()
+    assert not (tmp_path / ".out.jsonl.lock").exists()
+    third = OutputJournal(out)
+    third.open()
+    third.close()
+
+
+async def test_resume_sends_an_answered_id_with_an_unchanged_input_never(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """On resume an answered id is skipped on the quick path, and a duplicate of it is still
+    reported as a duplicate."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(simple_lines(["q0", "q1", "q0"]))
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(success_line("q0"))
+    server = Recorder()
+    report = await run_file(make_engine(server), source, out)
+    assert server.sent == {"q1": 1}
+    assert (report.skipped, report.succeeded, report.duplicates) == (1, 1, 1)
+    assert report.problems == (f"{source}:3: duplicate id 'q0' (first at line 1); not sent",)
+
+
+async def test_a_changed_input_on_stdin_stops_the_run_keeping_what_was_done(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stdin cannot be read ahead: at the first changed input nothing more is sent, what
+    finished is written, and InputChangedError names the id and both lines."""
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(success_line("q1", prompt="the old prompt"))
+    read_end, write_end = os.pipe()
+    os.write(write_end, simple_lines(["q0", "q1", "q2"]))
+    os.close(write_end)
+    server = Recorder(latency=(0.0, 0.0))
+    with os.fdopen(read_end, "r") as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        with pytest.raises(InputChangedError, match=r"<stdin>:2: the input of id 'q1' changed"):
+            await run_file(make_engine(server), "-", out)
+    assert "q1" not in server.sent
+    assert "q2" not in server.sent
+    assert sorted(line["id"] for line in read_jsonl(out)) == ["q0", "q1"]
+
+
+async def test_force_sends_changed_inputs_again_and_the_new_answer_wins(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """With force a changed item is sent again; its old answer is gone on the next open."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(simple_lines(["q0", "q1"]))
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(success_line("q0", "old", prompt="the old prompt") + success_line("q1"))
+    with pytest.raises(InputChangedError, match=r"in\.jsonl:1: the input of id 'q0' changed"):
+        await run_file(make_engine(echo(0.5)), source, out)
+    report = await run_file(make_engine(echo(0.5)), source, out, force=True)
+    assert (report.changed, report.succeeded, report.skipped) == (1, 1, 1)
+    again = await run_file(make_engine(echo(0.5)), source, out)
+    assert (again.skipped, again.succeeded) == (2, 0)
+    assert {line["id"]: line["content"] for line in read_jsonl(out)} == {
+        "q0": "echo: say q0",
+        "q1": "done",
+    }

@@ -6,39 +6,39 @@ Options of ``run`` come from, in rising precedence: built-in defaults, a TOML fi
 
 Exit codes: 0 every item succeeded; 1 some failed; 2 bad usage or configuration; 130
 interrupted (Ctrl-C: in-flight requests are cancelled, finished results are kept, the summary
-is printed; a second Ctrl-C exits at once).
+is printed; a second Ctrl-C exits at once); 141 the reader of ``-o -`` went away (a broken
+pipe, as in ``| head -1``: the run stops quietly).
+
+Everyday mistakes (a wrong path, a bad option, a file that is not ours) end with exit code 2
+and one line saying what is wrong and where, never a traceback.
+
+Start-up imports only what a command needs: ``--help`` loads no engine, and ``run`` never
+loads the mock server, hypercorn or the arithmetic demo.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import errno
 import logging
+import math
 import os
 import signal
 import sys
 import time
-import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, TypeVar
 
-import structlog
-import trio
-from rich.console import Console
+from ._version import __version__
 
-from . import __version__
-from ._arithmetic import make_problems, prompt_for, score
-from ._config import Limits, RetryPolicy
-from ._engine import Engine
-from ._errors import ConfigurationError, TrioLLMError
-from ._events import EventConsumer
-from ._keys import KeyPool
-from ._pricing import PriceTable
-from ._progress import Progress, render_summary_table
-from ._providers import OpenAICompatible
-from ._sinks import run_file
-from ._summary import RunSummary
+if TYPE_CHECKING:
+    import trio
+
+    from ._events import EventConsumer
+    from ._keys import KeyPool
+    from ._sinks import FileRunReport
+    from ._summary import SummarySnapshot
 
 __all__ = ["main"]
 
@@ -48,6 +48,9 @@ EXIT_OK = 0
 EXIT_FAILED_ITEMS = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+#: How many invalid-line / duplicate-id messages are printed (the counts are exact).
+PROBLEMS_SHOWN: Final = 5
 
 RUN_EXAMPLES = """\
 examples:
@@ -59,10 +62,40 @@ examples:
 
 input lines: {"id": "q1", "prompt": "..."} or {"id": "q1", "messages": [...]} or OpenAI Batch
 API lines {"custom_id": ..., "method": "POST", "url": "/v1/chat/completions", "body": {...}}.
-Rerunning the same command resumes: ids already answered in OUTPUT are skipped.
+Rerunning the same command resumes: ids already answered in OUTPUT are skipped, failures
+that may pass another time run again. OUTPUT lines record a hash of their input: a rerun
+whose INPUT changed under an answered id is refused unless --force.
 """
 
+DEMO_EXAMPLES = """\
+examples:
+  trio-llm demo                                  # 1,000 prompts, 3 mock keys x 1,200 rpm
+  trio-llm demo --n 200 --key-count 1 --rpm 600  # one key: the run takes 20 s (the floor)
+  trio-llm demo --latency 2 --concurrency 500    # slow answers: many requests in flight
+  OPENAI_API_KEY=sk-... trio-llm demo --base-url https://api.openai.com/v1 --n 20 --rpm 60
+
+The summary compares the wall time with the rate-limit floor N / (keys x rpm / 60): the
+shortest time the limits allow. The mock server runs in this process: no key, no network.
+"""
+
+MOCK_EXAMPLES = """\
+examples:
+  trio-llm mock-server --port 8000 --rpm 600 --latency 0.2
+  trio-llm mock-server --port 8000 --keys k1,k2 --rpm 60 --tpm 20000 --error-rate 0.05
+  trio-llm mock-server --port 0            # a free port: the first line printed names it
+
+then, in another shell:
+  OPENAI_API_KEY=k1,k2 trio-llm run prompts.jsonl -o answers.jsonl \\
+      --base-url http://127.0.0.1:8000/v1 --model mock-gpt --rpm 60
+
+A prompt containing [[fault:500*2]] fails twice with HTTP 500, then succeeds; [[fault:hang]]
+never answers; [[fault:context_length]] fails for good.
+"""
+
+
 # (flag name, type, default) for options that may also come from --config and the environment.
+# The type is what a value must be: TOML values are checked against it (`rpm = true` and
+# `concurrency = 1.5` are errors), environment variables are converted with it.
 _RUN_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "base_url": (str, "https://api.openai.com/v1"),
     "model": (str, "gpt-4o-mini"),
@@ -113,7 +146,7 @@ def _add_endpoint_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="trio-llm",
         description="Run LLM API calls at the providers' rate limits, with nothing lost.",
@@ -134,11 +167,22 @@ def _parser() -> argparse.ArgumentParser:
         "several keys with per-key limits; prints accuracy, wall time against the rate-limit "
         "floor, req/s, retries and 429s. With --base-url (and keys from --keys-env) it runs "
         "against a real endpoint instead.",
+        epilog=DEMO_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--n", type=int, default=1000, help="number of prompts (default 1000)")
-    demo.add_argument("--key-count", type=int, default=3, help="mock keys (default 3)")
-    demo.add_argument("--latency", type=float, default=0.2, help="mock latency, s (default 0.2)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--n", type=_at_least(1, "--n"), default=1000, help="number of prompts (default 1000)"
+    )
+    demo.add_argument(
+        "--key-count", type=_at_least(1, "--key-count"), default=3, help="mock keys (default 3)"
+    )
+    demo.add_argument(
+        "--latency",
+        type=_non_negative("--latency"),
+        default=0.2,
+        help="mock latency, s (default 0.2)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the prompts and the mock")
     _add_endpoint_flags(demo, defaults=False)
     demo.set_defaults(concurrency=64, timeout=60.0)
 
@@ -155,7 +199,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="skip ids already answered in OUTPUT (also the default when OUTPUT exists)",
+        help="OUTPUT must exist already (a guard against a mistyped -o starting afresh); "
+        "without it a run resumes an existing OUTPUT all the same",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="take over an OUTPUT that is not trio-llm's (its lines are removed), and send "
+        "again the items whose input changed since their answer (the old answers are replaced)",
     )
     run.add_argument(
         "--failed",
@@ -190,12 +241,42 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     mock.add_argument("args", nargs=argparse.REMAINDER)
-    return parser
+    return parser, {"demo": demo, "run": run}
+
+
+def _at_least(low: int, flag: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a whole number, got {text!r}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {low}, got {value}")
+        return value
+
+    return convert
+
+
+def _non_negative(flag: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if not (value >= 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{flag} must be 0 or more, got {text}")
+        return value
+
+    return convert
 
 
 def _configure_structlog() -> None:
     """The CLI owns the process: events reach the user through the progress display, the
     summary and --log-json, so structlog itself prints nothing."""
+    import structlog
+
     structlog.configure(
         processors=[structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
@@ -205,6 +286,8 @@ def _configure_structlog() -> None:
 
 
 def _json_log(file: TextIO) -> EventConsumer:
+    import structlog
+
     renderer = structlog.processors.JSONRenderer()
 
     def write(_logger: Any, method: str, event_dict: Any) -> Any:
@@ -216,14 +299,31 @@ def _json_log(file: TextIO) -> EventConsumer:
 
 
 def _keys_from(args: argparse.Namespace) -> KeyPool:
-    if args.keys:
-        return KeyPool([k for k in args.keys.split(",") if k.strip()])
-    return KeyPool.from_env(args.keys_env or "OPENAI_API_KEY")
+    from ._errors import ConfigurationError
+    from ._keys import KeyPool
+
+    if args.keys is not None:
+        keys = [k.strip() for k in args.keys.split(",") if k.strip()]
+        if not keys:
+            raise ConfigurationError(
+                f"--keys {args.keys!r} holds no key\nHINT: --keys sk-a,sk-b (comma-separated), "
+                "or --keys-env VAR to read them from an environment variable"
+            )
+        return KeyPool(keys)
+    name = args.keys_env or "OPENAI_API_KEY"
+    if not [k for k in os.environ.get(name, "").split(",") if k.strip()]:
+        raise ConfigurationError(
+            f"environment variable {name} is empty or unset\nHINT: export {name}=sk-...,sk-... "
+            "(comma-separated), or --keys-env VAR to read another variable"
+        )
+    return KeyPool.from_env(name)
 
 
 def _run_with_interrupts(main: Callable[[trio.CancelScope], Awaitable[T]]) -> tuple[T | None, bool]:
     """Run ``main`` under trio; the first Ctrl-C cancels it (the caller prints what finished),
     the second exits at once. Returns (result, interrupted)."""
+    import trio
+
     interrupted = False
 
     async def runner() -> T | None:
@@ -254,6 +354,9 @@ def _run_with_interrupts(main: Callable[[trio.CancelScope], Awaitable[T]]) -> tu
 
     try:
         return trio.run(runner), interrupted
+    except KeyboardInterrupt:
+        # Ctrl-C before the signal watcher was listening (or after it stopped).
+        return None, True
     except BaseExceptionGroup as group:
         # The watcher's nursery wraps whatever `main` raised: hand back that one exception, so
         # `main()` reports a ConfigurationError or a bad OUTPUT as a usage error (exit 2).
@@ -261,11 +364,36 @@ def _run_with_interrupts(main: Callable[[trio.CancelScope], Awaitable[T]]) -> tu
         while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
             leaf = leaf.exceptions[0]
         if isinstance(leaf, BaseExceptionGroup):
+            pipe = leaf.subgroup(lambda exc: isinstance(exc, BrokenPipeError))
+            if pipe is not None:
+                raise BrokenPipeError(errno.EPIPE, "broken pipe") from None
             raise
         raise leaf from None
+    finally:
+        if interrupted:
+            # From here on (printing the summary) a second Ctrl-C exits at once, quietly.
+            signal.signal(signal.SIGINT, _exit_interrupted)
+
+
+def _exit_interrupted(_signum: int, _frame: object) -> NoReturn:
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _ignore_further_interrupts() -> None:
+    """The run is over and the process exits with 130: a Ctrl-C during the interpreter's
+    shutdown (which resets Python's own handlers) must not kill it with a different status."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ._arithmetic import make_problems, prompt_for, score
+    from ._config import Limits
+    from ._engine import Engine
+    from ._progress import Progress, render_summary_table
+    from ._providers import OpenAICompatible
+    from ._summary import RunSummary
     from .testing import MockServerConfig, serve_mock
 
     console = Console(stderr=True)
@@ -340,22 +468,56 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK if snap.failed == 0 else EXIT_FAILED_ITEMS
 
 
+def _toml(value: Any) -> str:
+    """A value as TOML spells it (``true``, not ``True``)."""
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _check_type(name: str, value: Any, where: str) -> Any:
+    """A TOML value of the type its option needs (``rpm = true``, ``concurrency = 1.5`` are
+    errors, not 1), or ``ConfigurationError`` naming the option and the file."""
+    from ._errors import ConfigurationError
+
+    convert = _RUN_OPTIONS[name][0]
+    flag = name.replace("_", "-")
+    if convert is str:
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{where}: {flag} must be a string, got {_toml(value)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "a whole number" if convert is int else "a number"
+        raise ConfigurationError(f"{where}: {flag} must be {kind}, got {_toml(value)}")
+    if convert is int and not isinstance(value, int):
+        raise ConfigurationError(f"{where}: {flag} must be a whole number, got {_toml(value)}")
+    return value
+
+
 def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
     """defaults < --config TOML < TRIO_LLM_* environment < flags."""
+    import tomllib
+
+    from ._errors import ConfigurationError
+
     options = {name: default for name, (_, default) in _RUN_OPTIONS.items()}
     if args.config:
         path = Path(args.config)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigurationError(f"cannot read the config file {path}: {exc}") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else exc
+            raise ConfigurationError(f"cannot read the config file {path}: {reason}") from None
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in _RUN_OPTIONS:
                 raise ConfigurationError(
                     f"{path}: unknown option {key!r}; known: {', '.join(sorted(_RUN_OPTIONS))}"
                 )
-            options[name] = value
+            options[name] = _check_type(name, value, str(path))
     for name, (convert, _) in _RUN_OPTIONS.items():
         env = os.environ.get(f"TRIO_LLM_{name.upper()}")
         if env is not None and name != "keys":  # keys come from --keys-env, never this
@@ -372,7 +534,7 @@ def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
             options[name] = value
     for name in ("rpm", "tpm", "budget", "deadline", "timeout"):
         value = options[name]
-        if value is not None and not float(value) > 0:
+        if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
             raise ConfigurationError(f"--{name.replace('_', '-')} must be positive, got {value}")
     for name in ("concurrency", "max_attempts"):
         if int(options[name]) < 1:
@@ -380,34 +542,105 @@ def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _open_log(path: str) -> TextIO:
+    from ._errors import ConfigurationError
+
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigurationError(f"cannot write the --log-json file {path}: it is a directory")
+    try:
+        return target.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the --log-json file {path}: {exc.strerror}"
+        ) from None
+
+
+def _print_problems(report: FileRunReport, print_line: Callable[[str], None]) -> None:
+    """Bad input lines and duplicate ids: once, with the count and the first few."""
+    counted = [
+        (report.invalid, "invalid input line", "written to OUTPUT as invalid_input errors"),
+        (report.duplicates, "duplicate id", "not sent"),
+    ]
+    for count, what, fate in counted:
+        if count:
+            print_line(f"{count} {what}{'s' if count != 1 else ''} ({fate}):")
+    for problem in report.problems:
+        print_line(f"  {problem}")
+    shown = len(report.problems)
+    if report.invalid + report.duplicates > shown:
+        print_line(f"  ... and {report.invalid + report.duplicates - shown} more")
+
+
+def _advice(report: FileRunReport | None, snap: SummarySnapshot, keys_hint: str) -> str | None:
+    """What to do after a run that stopped early, or whose keys were refused."""
+    if report is not None and snap.keys and all(key.get("dropped") for key in snap.keys):
+        dropped = "; ".join(snap.dropped_keys) or "no key left"
+        return (
+            f"every API key was refused ({dropped}): fix the key "
+            f"({keys_hint}), then rerun the same command to resume"
+        )
+    if report is not None and report.stopped:
+        return f"stopped early ({report.stopped}): rerun the same command to resume"
+    if report is not None and report.kept_failed:
+        return (
+            f"{report.kept_failed} items failed in an earlier run in a way another try cannot "
+            "fix (see their error in OUTPUT); fix their input lines and rerun"
+        )
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
+    from ._errors import ConfigurationError
+
     options = _merged_run_options(args)
     namespace = argparse.Namespace(**options)
     keys = _keys_from(namespace)
-    console = Console(stderr=True)
-    summary = RunSummary()
-    consumers: list[EventConsumer] = [summary]
-    log_file = None
-    if options["log_json"]:
-        log_file = Path(options["log_json"]).open("a", encoding="utf-8")  # noqa: SIM115
-        consumers.append(_json_log(log_file))
-    engine = Engine(
-        provider=OpenAICompatible(base_url=options["base_url"], model=options["model"]),
-        keys=keys,
-        limits=Limits(rpm=options["rpm"], tpm=options["tpm"]),
-        concurrency=int(options["concurrency"]),
-        timeout=float(options["timeout"]),
-        retry=RetryPolicy(attempts=int(options["max_attempts"])),
-        keep_raw=True,
-        consumers=consumers,
-        prices=None if options["prices"] is None else PriceTable.load(options["prices"]),
-    )
     if (
         str(args.output) != "-"
         and str(args.input) != "-"
         and (Path(args.output).resolve() == Path(args.input).resolve())
     ):
         raise ConfigurationError("OUTPUT must not be the INPUT file")
+    if args.resume and str(args.output) != "-" and not Path(args.output).exists():
+        raise ConfigurationError(
+            f"--resume: OUTPUT {args.output} does not exist; nothing to resume\n"
+            "HINT: check the -o path, or drop --resume to start a new run"
+        )
+
+    from rich.console import Console
+
+    from ._config import Limits, RetryPolicy
+    from ._engine import Engine
+    from ._pricing import PriceTable
+    from ._progress import Progress, render_summary_table
+    from ._providers import OpenAICompatible
+    from ._sinks import run_file
+    from ._summary import RunSummary
+
+    console = Console(stderr=True)
+    summary = RunSummary()
+    consumers: list[EventConsumer] = [summary]
+    prices = None if options["prices"] is None else PriceTable.load(options["prices"])
+    log_file = None if not options["log_json"] else _open_log(options["log_json"])
+    if log_file is not None:
+        consumers.append(_json_log(log_file))
+    try:
+        engine = Engine(
+            provider=OpenAICompatible(base_url=options["base_url"], model=options["model"]),
+            keys=keys,
+            limits=Limits(rpm=options["rpm"], tpm=options["tpm"]),
+            concurrency=int(options["concurrency"]),
+            timeout=float(options["timeout"]),
+            retry=RetryPolicy(attempts=int(options["max_attempts"])),
+            keep_raw=True,
+            consumers=consumers,
+            prices=prices,
+        )
+    except BaseException:
+        if log_file is not None:
+            log_file.close()
+        raise
 
     async def main(_: trio.CancelScope) -> Any:
         async with Progress(summary, console=console, enabled=not args.no_progress):
@@ -418,6 +651,8 @@ def _run(args: argparse.Namespace) -> int:
                 failed_path=options["failed"],
                 deadline=options["deadline"],
                 budget_usd=options["budget"],
+                force=args.force,
+                summary=summary,
             )
 
     try:
@@ -425,44 +660,109 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if log_file is not None:
             log_file.close()
-    console.print(render_summary_table(summary.snapshot(), title="trio-llm run"))
+
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    snap = summary.snapshot()
+    console.print(render_summary_table(snap, title="trio-llm run"))
     if report is not None:
-        console.print(
+        say(
             f"read {report.read} lines: {report.skipped} already done, {report.succeeded} "
             f"succeeded, {report.failed} failed, {report.invalid} invalid, "
-            f"{report.duplicates} duplicate ids",
-            highlight=False,
+            f"{report.duplicates} duplicate ids"
+            + (f", {report.kept_failed} failed earlier" if report.kept_failed else "")
+            + (f", {report.changed} changed and sent again" if report.changed else "")
         )
-        if report.stopped:
-            console.print(
-                f"stopped early ({report.stopped}): rerun the same command to resume",
-                highlight=False,
-            )
+        _print_problems(report, say)
+    keys_hint = "--keys" if options["keys"] else f"the variable {options['keys_env']}"
+    advice = _advice(report, snap, keys_hint)
     if interrupted:
-        console.print("interrupted: rerun the same command to resume", highlight=False)
+        say("interrupted: rerun the same command to resume")
         return EXIT_INTERRUPTED
+    if advice is not None:
+        say(advice)
     return EXIT_OK if report is not None and report.all_succeeded else EXIT_FAILED_ITEMS
+
+
+def _mock_server(argv: list[str]) -> int:
+    """``trio-llm mock-server``: the mock's own parser, with examples, and no tracebacks."""
+    from .testing import _mock_main
+
+    if any(arg in ("-h", "--help") for arg in argv):
+        parser = _mock_main._parser()
+        parser.epilog = MOCK_EXAMPLES
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.print_help()
+        return EXIT_OK
+    for flag, value in zip(argv, [*argv[1:], ""], strict=True):
+        text = value if flag == "--port" else flag.removeprefix("--port=")
+        is_port = flag == "--port" or flag.startswith("--port=")
+        if is_port and not (text.isdigit() and 0 <= int(text) <= 65535):
+            print(
+                f"trio-llm mock-server: error: --port must be 0-65535, got {text!r}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    try:
+        return _mock_main.mock_server_main(argv)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (OSError, OverflowError, BaseExceptionGroup) as exc:
+        leaf = _leaf(exc)
+        if not isinstance(leaf, (OSError, OverflowError)):
+            raise
+        reason = leaf.strerror if isinstance(leaf, OSError) and leaf.strerror else str(leaf)
+        if isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE:
+            reason = "the port is in use (another server is listening there); pick another --port"
+        print(f"trio-llm mock-server: error: cannot listen: {reason}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout left: say nothing, and keep Python from complaining at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``trio-llm`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "mock-server":
-        from .testing import mock_server_main
-
-        return mock_server_main(argv[1:])
-    args = _parser().parse_args(argv)
-    _configure_structlog()
     try:
-        if args.command == "demo":
-            return _demo(args)
-        return _run(args)
-    except TrioLLMError as exc:
-        print(f"trio-llm: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except json.JSONDecodeError as exc:
-        print(f"trio-llm: error: {args.output}: not a JSONL file ({exc})", file=sys.stderr)
-        return EXIT_USAGE
+        if argv and argv[0] == "mock-server":
+            return _mock_server(argv[1:])
+        parser, commands = _parsers()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            # An unknown flag after `run` is a mistake in `run`'s options: show run's usage.
+            commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        from ._errors import TrioLLMError
+
+        _configure_structlog()
+        try:
+            code = _demo(args) if args.command == "demo" else _run(args)
+        except TrioLLMError as exc:
+            print(f"trio-llm: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if code == EXIT_INTERRUPTED:
+            _ignore_further_interrupts()
+        return code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        _ignore_further_interrupts()
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
 
 
 if __name__ == "__main__":

@@ -7,9 +7,15 @@ Input lines come in two shapes:
 * OpenAI Batch API: ``{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
   "body": {...}}``.
 
-Output lines carry the same id: ``{"id", "content", "finish_reason", "usage", "cost_usd"}`` or
+Output lines carry the same id, with its JSON type (``1`` stays ``1``; ``1`` and ``"1"`` are
+different ids): ``{"id", "content", "finish_reason", "usage", "cost_usd"}`` or
 ``{"id", "error": {...}}``, and for Batch API input the Batch API output shape
 ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``.
+
+Every output line starts with the field ``trio_llm_input``: a short hash of the request it
+answers (``input_hash``: the canonical JSON of the messages and every other body field). It
+marks the file as trio-llm's (resume refuses to touch a file without it) and lets a rerun see
+that an id's input changed since its answer was written.
 """
 
 from __future__ import annotations
@@ -17,16 +23,40 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import cattrs
 
 from ._errors import InputError
-from ._models import ErrorInfo, Request, Result, Usage, to_request
+from ._models import ErrorInfo, ErrorKind, Request, Result, Usage, to_request
 
-__all__ = ["InputFormat", "converter", "is_done", "output_id", "output_line", "parse_input_line"]
+__all__ = [
+    "MARKER",
+    "InputFormat",
+    "InputLine",
+    "LineError",
+    "converter",
+    "failure_kind",
+    "id_key",
+    "input_hash",
+    "invalid_output_line",
+    "is_done",
+    "line_hash",
+    "output_id",
+    "output_line",
+    "parse_input_line",
+    "raw_hash",
+]
+
+#: The field every output line starts with: the hash of the input it answers.
+MARKER: Final = "trio_llm_input"
+#: How every journal line starts (the journal writes compact JSON, marker first), so that even
+#: a line torn by a crash is recognised as trio-llm's.
+MARKER_PREFIX: Final = b'{"' + MARKER.encode() + b'":'
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
 
 
 class InputFormat(enum.Enum):
@@ -72,50 +102,215 @@ class _BatchBody:
 
 @attrs.frozen(kw_only=True)
 class _BatchLine:
-    custom_id: str
     method: str = "POST"
     url: str
     body: _BatchBody
 
 
-def parse_input_line(raw: bytes, *, source: str, line: int) -> tuple[InputFormat, Request]:
-    """One JSONL line as a request, or ``InputError`` naming the file, line and field."""
+class LineError(InputError):
+    """An input line that cannot become a request, with what its output line needs.
+
+    Attributes:
+        fmt: the line's shape, when it got far enough to show one (Batch API lines are
+            answered in the Batch API shape, with their ``custom_id``).
+        raw_id: the line's id as it was in the JSON, if it had a usable one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str,
+        line: int,
+        field: str = "",
+        fmt: InputFormat = InputFormat.SIMPLE,
+        raw_id: object = None,
+    ) -> None:
+        super().__init__(message, source=source, line=line, field=field)
+        self.fmt = fmt
+        self.raw_id = raw_id if _valid_id(raw_id) else None
+        self.item_id = None if self.raw_id is None else str(self.raw_id)
+
+
+@attrs.frozen(kw_only=True)
+class InputLine:
+    """One input line that became a request.
+
+    Attributes:
+        fmt: its shape (and so the shape of its output line).
+        request: the request (its ``id`` is the id as a string).
+        id: the id as it was in the JSON (``"q1"``, ``7``), written back unchanged.
+        key: the id's canonical form (``id_key``): what resume and the duplicate check compare.
+        hash: ``input_hash(request)``.
+    """
+
+    fmt: InputFormat
+    request: Request
+    id: str | int | float
+    key: str
+    hash: str
+
+
+def id_key(value: object) -> str:
+    """An id's canonical form: its JSON, with a whole number written as an integer.
+
+    So ``1`` and ``1.0`` are one id, and ``1`` and ``"1"`` are two.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def input_hash(request: Request) -> str:
+    """A short hash of what is sent: the canonical JSON of the messages and the other fields.
+
+    A prompt line and the messages line it stands for hash the same.
+    """
+    return _body_hash({**request.params, "messages": list(request.messages)})
+
+
+def line_hash(data: Mapping[str, Any]) -> str | None:
+    """``input_hash`` of the request a parsed input line stands for, without building it (the
+    quick path of resume's look-ahead); ``None`` for a line that is not a request."""
+    if "custom_id" in data:
+        body = data.get("body")
+        if not isinstance(body, Mapping) or "messages" not in body:
+            return None
+        return _body_hash({k: v for k, v in body.items() if k != "id"})
+    if "messages" in data:
+        return _body_hash({k: v for k, v in data.items() if k != "id"})
+    if "prompt" in data:
+        body = {k: v for k, v in data.items() if k not in ("id", "prompt")}
+        body["messages"] = [{"role": "user", "content": data["prompt"]}]
+        return _body_hash(body)
+    return None
+
+
+def _body_hash(body: Mapping[str, Any]) -> str:
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):  # not JSON (a Request made in Python): hash its repr
+        text = repr(sorted((str(k), repr(v)) for k, v in body.items()))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def raw_hash(raw: bytes) -> str:
+    """The hash recorded for an input line that could not become a request."""
+    return hashlib.sha256(raw.strip()).hexdigest()[:16]
+
+
+def _valid_id(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int))
+
+
+def parse_input_line(raw: bytes, *, source: str, line: int) -> InputLine:
+    """One JSONL line as a request, or ``InputError`` naming the file, line and field.
+
+    A UTF-8 byte order mark before the first line is ignored.
+    """
+    if line == 1 and raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM) :]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 (byte {exc.start})", source=source, line=line) from None
+        raise LineError(f"not UTF-8 (byte {exc.start})", source=source, line=line) from None
     try:
         data = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"not JSON ({exc})", source=source, line=line) from None
+    except (ValueError, RecursionError) as exc:
+        raise LineError(f"not JSON ({exc})", source=source, line=line) from None
     if not isinstance(data, Mapping):
-        raise InputError("a line must be a JSON object", source=source, line=line)
-    if "custom_id" in data and "body" in data:
-        try:
-            batch = converter.structure(data, _BatchLine)
-        except cattrs.BaseValidationError as exc:
-            problems = cattrs.transform_error(exc, path="$")
-            raise InputError("; ".join(problems), source=source, line=line) from None
-        if batch.method.upper() != "POST" or not batch.url.rstrip("/").endswith("chat/completions"):
-            raise InputError(
-                f"only POST /v1/chat/completions is supported, got {batch.method} {batch.url}",
-                source=source,
-                line=line,
-                field="$.url",
-            )
-        body = data["body"]
-        if not isinstance(body, Mapping):
-            raise InputError("body must be an object", source=source, line=line, field="$.body")
-        request = to_request(body, source=source, line=line)
-        return InputFormat.BATCH, attrs.evolve(request, id=batch.custom_id)
+        raise LineError("a line must be a JSON object", source=source, line=line)
+    if "custom_id" in data:
+        return _parse_batch_line(data, source=source, line=line)
+    raw_id = data.get("id")
     if "id" not in data:
-        raise InputError("field missing", source=source, line=line, field="$.id")
-    return InputFormat.SIMPLE, to_request(data, source=source, line=line)
+        raise LineError("field missing", source=source, line=line, field="$.id")
+    if not _valid_id(raw_id) or not isinstance(raw_id, (str, int, float)):
+        message = "id must be a string or a number"
+        raise LineError(message, source=source, line=line, field="$.id")
+    try:
+        request = to_request(data, source=source, line=line)
+    except InputError as exc:
+        raise LineError(
+            exc.reason, source=source, line=line, field=exc.field, raw_id=raw_id
+        ) from None
+    return InputLine(
+        fmt=InputFormat.SIMPLE,
+        request=request,
+        id=raw_id,
+        key=id_key(raw_id),
+        hash=input_hash(request),
+    )
 
 
-def output_line(result: Result, fmt: InputFormat) -> dict[str, Any]:
-    """The output line for ``result`` in the shape that matches its input line."""
+def _parse_batch_line(data: Mapping[str, Any], *, source: str, line: int) -> InputLine:
+    raw_id = data["custom_id"]
+
+    def fail(message: str, field: str = "") -> LineError:
+        return LineError(
+            message, source=source, line=line, field=field, fmt=InputFormat.BATCH, raw_id=raw_id
+        )
+
+    if not isinstance(raw_id, str) or not raw_id:
+        raise fail("custom_id must be a non-empty string", "$.custom_id")
+    if "body" not in data:
+        raise fail("field missing", "$.body")
+    try:
+        batch = converter.structure(data, _BatchLine)
+    except cattrs.BaseValidationError as exc:
+        problems = cattrs.transform_error(exc, path="$")
+        raise fail("; ".join(problems)) from None
+    if batch.method.upper() != "POST" or not batch.url.rstrip("/").endswith("chat/completions"):
+        raise fail(
+            f"{batch.method} {batch.url} is not an endpoint trio-llm serves: "
+            "Batch API lines must be POST /v1/chat/completions",
+            "$.url",
+        )
+    body = data["body"]
+    if not isinstance(body, Mapping):
+        raise fail("body must be an object", "$.body")
+    try:
+        request = to_request(body, source=source, line=line)
+    except InputError as exc:
+        raise fail(exc.reason, exc.field.replace("$", "$.body", 1)) from None
+    request = attrs.evolve(request, id=raw_id)
+    return InputLine(
+        fmt=InputFormat.BATCH,
+        request=request,
+        id=raw_id,
+        key=id_key(raw_id),
+        hash=input_hash(request),
+    )
+
+
+def _batch_id(item_id: object) -> str:
+    # Stable across reruns (resume), like the custom_id it derives from.
+    return "batch_req_" + hashlib.sha256(str(item_id).encode()).hexdigest()[:24]
+
+
+def output_line(
+    result: Result,
+    fmt: InputFormat,
+    *,
+    item_id: object = None,
+    hash: str | None = None,
+) -> dict[str, Any]:
+    """The output line for ``result`` in the shape that matches its input line.
+
+    Args:
+        result: the item's result.
+        fmt: the shape of its input line.
+        item_id: the id as it was in the input (default: ``result.id``).
+        hash: the input's ``input_hash``; the line starts with it (``MARKER``) when given.
+    """
     error = None if result.error is None else converter.unstructure(result.error)
+    if item_id is None:
+        item_id = result.id
+    line: dict[str, Any] = {} if hash is None else {MARKER: hash}
     if fmt is InputFormat.BATCH:
         raw = dict(result.raw) if result.raw is not None else None
         response = None
@@ -125,20 +320,16 @@ def output_line(result: Result, fmt: InputFormat) -> dict[str, Any]:
                 "request_id": None if raw is None else raw.get("id"),
                 "body": raw if raw is not None else _synthetic_body(result),
             }
-        return {
-            # Stable across reruns (resume), like the custom_id it derives from.
-            "id": "batch_req_" + hashlib.sha256(str(result.id).encode()).hexdigest()[:24],
-            "custom_id": result.id,
-            "response": response,
-            "error": None
-            if error is None
-            else {
-                "code": error.get("code") or error["kind"],
-                "message": error["message"],
-                "trio_llm": error,
-            },
-        }
-    line: dict[str, Any] = {"id": result.id}
+        line.update(
+            {
+                "id": _batch_id(item_id),
+                "custom_id": item_id,
+                "response": response,
+                "error": None if error is None else _batch_error(error),
+            }
+        )
+        return line
+    line["id"] = item_id
     if result.ok:
         line["content"] = result.text
         line["finish_reason"] = result.finish_reason
@@ -148,6 +339,38 @@ def output_line(result: Result, fmt: InputFormat) -> dict[str, Any]:
         line["error"] = error
     line["attempts"] = result.attempts
     return line
+
+
+def _batch_error(error: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "code": error.get("code") or error["kind"],
+        "message": error["message"],
+        "trio_llm": error,
+    }
+
+
+def invalid_output_line(error: InputError, *, line: int, hash: str) -> dict[str, Any]:
+    """The output line for an input line that could not become a request.
+
+    It carries the item's id when the line got far enough to show one, and the Batch API shape
+    (with its ``custom_id``) when the line was a Batch API line.
+    """
+    info = converter.unstructure(ErrorInfo(kind=ErrorKind.INVALID_INPUT, message=str(error)))
+    out: dict[str, Any] = {MARKER: hash}
+    raw_id = error.raw_id if isinstance(error, LineError) else error.item_id
+    if isinstance(error, LineError) and error.fmt is InputFormat.BATCH:
+        out.update(
+            {
+                "id": _batch_id(raw_id),
+                "custom_id": raw_id,
+                "line": line,
+                "response": None,
+                "error": _batch_error(info),
+            }
+        )
+        return out
+    out.update({"id": raw_id, "line": line, "error": info})
+    return out
 
 
 def _synthetic_body(result: Result) -> dict[str, Any]:
@@ -172,6 +395,21 @@ def is_done(line: Mapping[str, Any]) -> bool:
 
 
 def output_id(line: Mapping[str, Any]) -> str | None:
-    """The input id an output line answers."""
-    value = line.get("custom_id", line.get("id")) if "custom_id" in line else line.get("id")
-    return None if value is None else str(value)
+    """The input id an output line answers, as its ``id_key``."""
+    value = line.get("custom_id") if "custom_id" in line else line.get("id")
+    return None if value is None else id_key(value)
+
+
+def failure_kind(line: Mapping[str, Any]) -> ErrorKind | None:
+    """The ``ErrorKind`` of a failed output line (``None`` for a success or an unknown kind)."""
+    error = line.get("error")
+    if not isinstance(error, Mapping):
+        return None
+    details = error.get("trio_llm", error)
+    kind = details.get("kind") if isinstance(details, Mapping) else None
+    if not isinstance(kind, str):
+        return None
+    try:
+        return ErrorKind(kind)
+    except ValueError:
+        return None

@@ -6,6 +6,7 @@ All are frozen attrs classes; (un)structuring to JSON goes through the one conve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -186,7 +187,7 @@ def to_request(item: object, *, source: str = "<input>", line: int | None = None
             return _request_from_mapping(item, source=source, line=line)
         except InputError as exc:
             raw_id = item.get("id", item.get("custom_id"))
-            if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool):
+            if _is_id(raw_id):
                 exc.item_id = str(raw_id)
             raise
     if isinstance(item, Sequence):
@@ -202,8 +203,10 @@ def to_request(item: object, *, source: str = "<input>", line: int | None = None
 
 def _request_from_mapping(item: Mapping[str, Any], *, source: str, line: int | None) -> Request:
     item_id = item.get("id", item.get("custom_id"))
-    if item_id is not None and (not isinstance(item_id, (str, int)) or isinstance(item_id, bool)):
+    if item_id is not None and not _is_id(item_id):
         raise InputError("id must be a string or a number", source=source, line=line, field="$.id")
+    if isinstance(item_id, float) and item_id.is_integer():
+        item_id = int(item_id)  # 1.0 is the number 1
     item_id = None if item_id is None else str(item_id)
     if "messages" in item:
         _check_messages(item["messages"], source=source, line=line, field="$.messages")
@@ -217,14 +220,41 @@ def _request_from_mapping(item: Mapping[str, Any], *, source: str, line: int | N
     raise InputError("needs a prompt or messages", source=source, line=line, field="$.prompt")
 
 
+def _is_id(value: object) -> bool:
+    """A JSON string or a finite number (``true`` is not an id, ``NaN`` neither)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int))
+
+
 def _check_messages(messages: object, *, source: str, line: int | None, field: str) -> None:
+    """Each message is an object with a string ``role`` and a ``content``: a string, a list of
+    parts, or ``null`` on a message that carries ``tool_calls`` (or ``function_call``)."""
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise InputError("messages must be a non-empty list", source=source, line=line, field=field)
     for position, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message:
+        where = f"{field}[{position}]"
+        if not isinstance(message, Mapping):
             raise InputError(
-                "each message needs a role and content",
+                "each message must be an object with a role and content",
                 source=source,
                 line=line,
-                field=f"{field}[{position}]",
+                field=where,
+            )
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            problem = "field missing" if "role" not in message else "role must be a string"
+            raise InputError(problem, source=source, line=line, field=f"{where}.role")
+        content = message.get("content")
+        calls = "tool_calls" in message or "function_call" in message
+        if "content" not in message and not calls:
+            raise InputError("field missing", source=source, line=line, field=f"{where}.content")
+        if not (isinstance(content, (str, list)) or (content is None and calls)):
+            raise InputError(
+                "content must be a string or a list of parts",
+                source=source,
+                line=line,
+                field=f"{where}.content",
             )

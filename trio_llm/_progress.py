@@ -43,11 +43,18 @@ def _key_state(key: dict[str, Any]) -> str:
     return "ok"
 
 
+def _percent(snap: SummarySnapshot) -> str:
+    fraction = snap.fraction
+    return "" if fraction is None else f" ({fraction:.0%})"
+
+
 def render_plain(snap: SummarySnapshot) -> str:
     """One status line: for logs and pipes."""
     total = "?" if snap.total is None else str(snap.total)
+    earlier = f", {snap.skipped} already done" if snap.skipped else ""
     return (
-        f"{snap.done}/{total} done, {snap.succeeded} ok, {snap.failed} failed | "
+        f"{snap.done}/{total} done{_percent(snap)}{earlier}, {snap.succeeded} ok, "
+        f"{snap.failed} failed | "
         f"{snap.requests_per_s:.1f} req/s, {snap.tokens_per_s:.0f} tok/s | "
         f"in flight {snap.in_flight} | retries {snap.retries}, 429s {snap.rate_limited} | "
         f"{snap.cost_text} | ETA {_duration(snap.eta_s)}"
@@ -57,13 +64,13 @@ def render_plain(snap: SummarySnapshot) -> str:
 def render_tty(snap: SummarySnapshot) -> RenderableType:
     """The live panel: totals, rates, and one line per key."""
     total = snap.total
-    fraction = snap.done / total if total else 0.0
+    fraction = snap.fraction or 0.0
     width = 30
     filled = int(fraction * width)
     bar = Text("█" * filled + "░" * (width - filled), style="green")
     head = Text.assemble(
         bar,
-        f" {snap.done}/{'?' if total is None else total}  ",
+        f" {snap.done}/{'?' if total is None else total}{_percent(snap)}  ",
         (f"{snap.succeeded} ok", "green"),
         "  ",
         (f"{snap.failed} failed", "red" if snap.failed else "dim"),
@@ -106,10 +113,18 @@ def render_summary_table(snap: SummarySnapshot, *, title: str = "Run summary") -
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("items", "?" if snap.total is None else str(snap.total))
+    if snap.skipped:
+        table.add_row("already done", str(snap.skipped))
     table.add_row("succeeded", str(snap.succeeded))
     table.add_row("failed", str(snap.failed))
     for kind, count in sorted(snap.failed_by_kind.items()):
         table.add_row(f"  {kind}", str(count))
+    if snap.kept_failed:
+        table.add_row("failed earlier (kept)", str(snap.kept_failed))
+    if snap.invalid:
+        table.add_row("invalid", str(snap.invalid))
+    if snap.duplicates:
+        table.add_row("duplicate ids", str(snap.duplicates))
     table.add_row("requests sent", str(snap.sent))
     table.add_row("retries", str(snap.retries))
     table.add_row("429 responses", str(snap.rate_limited))

@@ -1,13 +1,19 @@
-"""Batch files: read JSONL input lazily, append results as they arrive, resume after a crash.
+"""Batch files: read JSONL input lazily, append results to OUTPUT as they arrive, resume.
 
-The output file is the journal. Each result is one ``os.write`` of one whole line to a file
-opened with ``O_APPEND``, so a ``kill -9`` at any instant leaves at most a torn last line,
-which the next run cuts off. On start, the ids already answered in OUTPUT are skipped, so a
-completed request is never paid twice; failed lines are dropped from OUTPUT (rewritten
-atomically) and their items run again, so no id ever appears twice.
+OUTPUT is the journal (``_journal``): locked while a run writes it, recognised by the
+``trio_llm_input`` field every line starts with, repaired after a crash. On start, ids
+already answered in OUTPUT are skipped, so a completed request is never paid twice; failed
+lines whose failure may pass another time (``POLICY[kind].rerun``) are dropped and their items
+run again; failures another try cannot fix (``bad_request``...) stay, and keep the exit status
+at 1, until their input line changes.
 
-Duplicate ids in the input are reported (and written to the failed file), never merged.
-Failed items go to ``--failed FILE`` as their original input lines, so
+Each answer records the hash of its input. When a rerun's INPUT has a different request under
+an id already answered, the run is refused before anything is sent (``InputChangedError``:
+the id, INPUT:line and OUTPUT:line), unless ``force``: then the changed items are sent again
+and their new lines replace the old ones (on the next open, an id's last line wins).
+
+Duplicate ids in the input are reported (and written to the failed file), never merged or
+sent, on every run. Failed items go to ``--failed FILE`` as their original input lines, so
 ``trio-llm run FILE`` retries exactly them.
 """
 
@@ -18,20 +24,40 @@ import json
 import os
 import stat
 import sys
-import tempfile
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import IO, Any, final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
-from ._convert import InputFormat, is_done, output_id, output_line, parse_input_line
+from ._convert import (
+    InputFormat,
+    id_key,
+    invalid_output_line,
+    line_hash,
+    output_line,
+    parse_input_line,
+    raw_hash,
+)
 from ._engine import Engine
 from ._errors import ConfigurationError, InputError
-from ._models import ErrorInfo, ErrorKind, Request, Result
+from ._journal import JournalError, OutputJournal, State
+from ._models import ErrorInfo, Request
+from ._policy import POLICY
 
-__all__ = ["FileRunReport", "OutputJournal", "run_file"]
+if TYPE_CHECKING:
+    from ._summary import RunSummary
+
+__all__ = ["FileRunReport", "InputChangedError", "OutputJournal", "run_file"]
+
+#: How many invalid-line and duplicate-id messages a report keeps (the counts are exact).
+PROBLEMS_SHOWN: Final = 5
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+
+
+class InputChangedError(JournalError):
+    """INPUT has a different request under an id OUTPUT already answers (exit 2 in the CLI)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -44,6 +70,10 @@ class FileRunReport:
         succeeded / failed: items answered in this run.
         duplicates: input lines whose id appeared earlier in the input.
         invalid: input lines that could not become a request.
+        kept_failed: items whose failure in OUTPUT another try cannot fix (``bad_request``...):
+            not sent again until their input changes.
+        changed: items sent again because their input changed (``force``).
+        problems: the first few invalid-line and duplicate-id messages (file:line: what).
         stopped: why the run stopped early (``deadline``, ``cancelled``, ``budget``...), if so.
     """
 
@@ -53,110 +83,17 @@ class FileRunReport:
     failed: int
     duplicates: int
     invalid: int
+    kept_failed: int = 0
+    changed: int = 0
+    problems: tuple[str, ...] = ()
     stopped: str | None = None
 
     @property
     def all_succeeded(self) -> bool:
         """True when every item is answered successfully (exit code 0)."""
-        return self.failed == 0 and self.duplicates == 0 and self.invalid == 0
-
-
-@final
-class OutputJournal:
-    """The output file: repaired and read on open, appended one whole line per result."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = None if str(path) == "-" else Path(path)
-        self.done_ids: set[str] = set()
-        self.repaired_bytes = 0
-        self.dropped_failures = 0
-        self._fd: int | None = None
-
-    def open(self) -> None:
-        """Repair a torn last line, collect answered ids, drop failed lines; open to append."""
-        if self.path is None:
-            self._fd = sys.stdout.fileno()
-            return
-        if self.path.exists():
-            self._repair()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-    def _repair(self) -> None:
-        assert self.path is not None
-        with self.path.open("rb+") as file:
-            data_end = file.seek(0, os.SEEK_END)
-            if data_end:
-                # A crash mid-write leaves a last line without its newline: cut it off.
-                position = data_end
-                while position > 0:
-                    step = min(65536, position)
-                    file.seek(position - step)
-                    chunk = file.read(step)
-                    newline = chunk.rfind(b"\n")
-                    if newline >= 0:
-                        position = position - step + newline + 1
-                        break
-                    position -= step
-                if position != data_end:
-                    file.truncate(position)
-                    self.repaired_bytes = data_end - position
-        keep_all = True
-        seen: set[str] = set()
-        for raw in self._lines():
-            line = json.loads(raw)
-            key = output_id(line)
-            if key is not None and is_done(line) and key not in seen:
-                seen.add(key)
-            else:
-                keep_all = False
-        self.done_ids = seen
-        if not keep_all:
-            self._rewrite_successes()
-
-    def _lines(self) -> Iterator[bytes]:
-        assert self.path is not None
-        with self.path.open("rb") as file:
-            for raw in file:
-                if raw.strip():
-                    yield raw
-
-    def _rewrite_successes(self) -> None:
-        """Keep each id's first success only; failed items will run again."""
-        assert self.path is not None
-        kept: set[str] = set()
-        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        # The rewritten file keeps the permissions the output had (mkstemp makes it 0600).
-        os.chmod(temp, stat.S_IMODE(self.path.stat().st_mode))
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for raw in self._lines():
-                    line = json.loads(raw)
-                    key = output_id(line)
-                    if key is not None and is_done(line) and key not in kept:
-                        kept.add(key)
-                        out.write(raw)
-                    else:
-                        self.dropped_failures += 1
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-
-    def write(self, line: dict[str, Any]) -> None:
-        """Append one line with a single write, so a crash can only tear the last one."""
-        assert self._fd is not None
-        data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-        while data:
-            written = os.write(self._fd, data)
-            data = data[written:]
-
-    def close(self) -> None:
-        """Close the file (not stdout)."""
-        if self._fd is not None and self.path is not None:
-            os.close(self._fd)
-        self._fd = None
+        return (
+            self.failed == 0 and self.duplicates == 0 and self.invalid == 0 and not self.kept_failed
+        )
 
 
 @attrs.define(eq=False)
@@ -165,11 +102,15 @@ class _Pending:
 
     fmt: InputFormat
     raw: bytes
+    id: object
+    hash: str
 
 
 def _open_input(path: str | Path) -> IO[bytes]:
     if str(path) == "-":
         return sys.stdin.buffer
+    if Path(path).is_dir():
+        raise ConfigurationError(f"cannot read the input file {path}: it is a directory")
     try:
         return Path(path).open("rb")
     except OSError as exc:
@@ -179,6 +120,8 @@ def _open_input(path: str | Path) -> IO[bytes]:
 def _open_failed(path: str | Path | None) -> IO[bytes] | None:
     if path is None:
         return None
+    if Path(path).is_dir():
+        raise ConfigurationError(f"cannot write the failed file {path}: it is a directory")
     try:
         # Truncated: every run re-reads the whole input, so this run's failures are all of them.
         return Path(path).open("wb")
@@ -213,6 +156,76 @@ async def _input_lines(handle: IO[bytes]) -> AsyncGenerator[bytes, None]:
         yield pending
 
 
+def _is_regular(handle: IO[bytes]) -> bool:
+    return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+
+
+def _line_data(raw: bytes) -> tuple[str, dict[str, Any]] | None:
+    """The id key and the JSON object of a raw input line, cheaply (``None`` if it has no id)."""
+    if raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM) :]
+    try:
+        data = json.loads(raw.decode())
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(data, dict):
+        return None
+    value = data.get("custom_id") if "custom_id" in data else data.get("id")
+    if value is None or isinstance(value, (bool, list, dict)):
+        return None
+    return id_key(value), data
+
+
+def _survey(handle: IO[bytes], journal: OutputJournal, source: str, *, check: bool) -> int:
+    """Count INPUT's items (for the progress bar) and, when ``check``, refuse before anything
+    is sent if an answered id's input changed. Leaves the file at its start."""
+    items = 0
+    for number, raw in enumerate(handle, 1):
+        if not raw.strip():
+            continue
+        items += 1
+        if not check:
+            continue
+        found = _line_data(raw)
+        answered = None if found is None else journal.index.answered_hash(found[0])
+        if found is None or answered is None:
+            continue  # not answered, or a kept failure: its changed input runs again
+        if line_hash(found[1]) != answered and not _seen_before(handle, found[0], number):
+            answer = journal.answer(found[0])
+            assert answer is not None
+            raw_id = found[1].get("custom_id", found[1].get("id"))
+            raise _changed(source, number, raw_id, journal, answer.line)
+    handle.seek(0)
+    return items
+
+
+def _seen_before(handle: IO[bytes], key: str, line: int) -> bool:
+    """Whether ``key`` is on an input line before ``line`` (then this line is a duplicate, which
+    the run reports as such). Only asked on a mismatch, so it may read the file again."""
+    position = handle.tell()
+    handle.seek(0)
+    try:
+        for number, raw in enumerate(handle, 1):
+            if number >= line:
+                return False
+            found = _line_data(raw) if raw.strip() else None
+            if found is not None and found[0] == key:
+                return True
+        return False
+    finally:
+        handle.seek(position)
+
+
+def _changed(
+    source: str, line: int, item_id: object, journal: OutputJournal, out_line: int
+) -> InputChangedError:
+    return InputChangedError(
+        f"{source}:{line}: the input of id {item_id!r} changed since its answer was written "
+        f"({journal.path}:{out_line})\nHINT: rerun with --force to send the changed items again "
+        "(their old answers are replaced), or use another -o"
+    )
+
+
 async def run_file(
     engine: Engine,
     input_path: str | Path,
@@ -221,8 +234,21 @@ async def run_file(
     failed_path: str | Path | None = None,
     deadline: float | None = None,
     budget_usd: float | None = None,
+    force: bool = False,
+    summary: RunSummary | None = None,
 ) -> FileRunReport:
-    """Run every line of a JSONL file through ``engine``; see the module docs."""
+    """Run every line of a JSONL file through ``engine``; see the module docs.
+
+    Args:
+        engine: the engine to send with.
+        input_path: the JSONL input, or ``"-"`` for stdin.
+        output_path: the JSONL output (the journal), or ``"-"`` for stdout.
+        failed_path: where failed items go, as their input lines.
+        deadline / budget_usd: as in ``Engine.map``.
+        force: take over an OUTPUT that is not trio-llm's, and send again the items whose input
+            changed since their answer was written.
+        summary: told the number of items up front and every line's outcome (the progress bar).
+    """
     for other, what in ((input_path, "INPUT"), (output_path, "OUTPUT")):
         if _same_file(failed_path, other):
             raise ConfigurationError(
@@ -232,20 +258,38 @@ async def run_file(
     # Opened here, not in the producer task, so a wrong path raises ConfigurationError itself
     # rather than an ExceptionGroup from the engine's nursery.
     handle = _open_input(input_path)
-    journal = OutputJournal(output_path)
+    journal = OutputJournal(output_path, force=force)
+    source_name = "<stdin>" if str(input_path) == "-" else str(input_path)
     try:
         journal.open()
+        verified = False
+        if _is_regular(handle):
+            verified = bool(journal.index.answers) and not force
+            total = _survey(handle, journal, source_name, check=verified)
+            if summary is not None:
+                summary.set_total(total)
         failed_file = _open_failed(failed_path)
     except BaseException:
         if handle is not sys.stdin.buffer:
             handle.close()
         journal.close()
         raise
-    source_name = "<stdin>" if str(input_path) == "-" else str(input_path)
     pending: dict[int, _Pending] = {}
-    counts = {"read": 0, "skipped": 0, "duplicates": 0, "invalid": 0, "ok": 0, "failed": 0}
-    first_line_of: dict[str, int] = {}
+    counts = dict.fromkeys(
+        ("read", "skipped", "duplicates", "invalid", "ok", "failed", "kept_failed", "changed"), 0
+    )
+    problems: list[str] = []
+    changed: InputChangedError | None = None
     index_counter = 0
+
+    def note(outcome: str) -> None:
+        counts[outcome] += 1
+        if summary is not None:
+            summary.count_line(outcome)
+
+    def problem(message: str) -> None:
+        if len(problems) < PROBLEMS_SHOWN:
+            problems.append(message)
 
     def write_failed(raw: bytes) -> None:
         if failed_file is not None:
@@ -253,22 +297,13 @@ async def run_file(
             failed_file.flush()
 
     def invalid_line(line_no: int, error: InputError, raw: bytes) -> None:
-        counts["invalid"] += 1
-        journal.write(
-            {
-                "id": error.item_id,
-                "line": line_no,
-                "error": {
-                    "kind": ErrorKind.INVALID_INPUT.value,
-                    "message": str(error),
-                    "retryable": False,
-                },
-            }
-        )
+        note("invalid")
+        problem(str(error))
+        journal.write(invalid_output_line(error, line=line_no, hash=raw_hash(raw)))
         write_failed(raw)
 
     async def requests() -> AsyncGenerator[Request, None]:
-        nonlocal index_counter
+        nonlocal index_counter, changed
         line_no = 0
         try:
             async with contextlib.aclosing(_input_lines(handle)) as lines:
@@ -277,29 +312,47 @@ async def run_file(
                     if not raw.strip():
                         continue
                     counts["read"] += 1
+                    if verified:
+                        # The look-ahead checked every answered line's input: an answered id
+                        # seen for the first time needs no parsing.
+                        found = _line_data(raw)
+                        if found is not None and journal.index.claim_answered(found[0], line_no):
+                            note("skipped")
+                            continue
                     try:
-                        fmt, request = parse_input_line(raw, source=source_name, line=line_no)
+                        parsed = parse_input_line(raw, source=source_name, line=line_no)
                     except InputError as exc:
                         invalid_line(line_no, exc, raw)
                         await trio.lowlevel.checkpoint()
                         continue
-                    assert request.id is not None
-                    if request.id in journal.done_ids:
-                        counts["skipped"] += 1
-                        continue
-                    if request.id in first_line_of:
-                        counts["duplicates"] += 1
-                        print(
-                            f"{source_name}:{line_no}: duplicate id {request.id!r} "
-                            f"(first at line {first_line_of[request.id]}); not sent",
-                            file=sys.stderr,
+                    first = journal.index.first_seen(parsed.key, line_no)
+                    if first is not None:
+                        note("duplicates")
+                        problem(
+                            f"{source_name}:{line_no}: duplicate id {parsed.id!r} "
+                            f"(first at line {first}); not sent"
                         )
                         write_failed(raw)
                         continue
-                    first_line_of[request.id] = line_no
-                    pending[index_counter] = _Pending(fmt, raw)
+                    answer = journal.answer(parsed.key)
+                    if answer is not None and answer.hash == parsed.hash:
+                        if answer.state is State.OK:
+                            note("skipped")
+                        else:
+                            note("kept_failed")
+                            write_failed(raw)
+                        continue
+                    if answer is not None and answer.state is State.OK:
+                        if not force:
+                            # Only when the survey could not look ahead (stdin): stop here.
+                            changed = _changed(
+                                source_name, line_no, parsed.id, journal, answer.line
+                            )
+                            return
+                        counts["changed"] += 1
+                    pending[index_counter] = _Pending(parsed.fmt, raw, parsed.id, parsed.hash)
                     index_counter += 1
-                    yield request
+                    yield parsed.request
         finally:
             if handle is not sys.stdin.buffer:
                 handle.close()
@@ -312,23 +365,23 @@ async def run_file(
         ):
             async for result in results:
                 item = pending.pop(result.index)
-                _record(journal, result, item, counts, write_failed)
-                if (
-                    not result.ok
-                    and result.error is not None
-                    and result.error.kind
-                    in (
-                        ErrorKind.DEADLINE,
-                        ErrorKind.CANCELLED,
-                        ErrorKind.BUDGET,
-                        ErrorKind.NO_KEYS,
-                    )
-                ):
-                    stopped = result.error
+                journal.write(output_line(result, item.fmt, item_id=item.id, hash=item.hash))
+                if summary is not None:
+                    summary.record(result)
+                if result.ok:
+                    counts["ok"] += 1
+                else:
+                    counts["failed"] += 1
+                    write_failed(item.raw)
+                    error = result.error
+                    if error is not None and POLICY[error.kind].stops_run:
+                        stopped = error
     finally:
         journal.close()
         if failed_file is not None:
             failed_file.close()
+    if changed is not None:
+        raise changed
     return FileRunReport(
         read=counts["read"],
         skipped=counts["skipped"],
@@ -336,20 +389,8 @@ async def run_file(
         failed=counts["failed"],
         duplicates=counts["duplicates"],
         invalid=counts["invalid"],
+        kept_failed=counts["kept_failed"],
+        changed=counts["changed"],
+        problems=tuple(problems),
         stopped=None if stopped is None else stopped.kind.value,
     )
-
-
-def _record(
-    journal: OutputJournal,
-    result: Result,
-    item: _Pending,
-    counts: dict[str, int],
-    write_failed: Any,
-) -> None:
-    journal.write(output_line(result, item.fmt))
-    if result.ok:
-        counts["ok"] += 1
-    else:
-        counts["failed"] += 1
-        write_failed(item.raw)

@@ -3,6 +3,15 @@
 It is a structlog processor (``summary(None, "info", event_dict)``), fed by the engine like any
 other consumer; the CLI's progress display and final table read it, never the engine's
 internals.
+
+A collector that sees every ``Result`` (``run_file``) also hands them to ``record``: then the
+outcome counts come from the results, so the table agrees with the collector's own count even
+for items a stop left unsent (they get a result but no ``request.failed`` event). It also
+tells ``set_total`` and ``count_line`` about input lines that never reach the engine (already
+answered, invalid, duplicate), so a file run's bar and ETA cover the whole file.
+
+A retry is a send of an item after its first (``request.sent`` with ``attempt`` > 1), so a
+failed attempt that is not tried again (``--max-attempts 1``) is no retry.
 """
 
 from __future__ import annotations
@@ -10,11 +19,14 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import MutableMapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
 from . import _events as ev
+
+if TYPE_CHECKING:
+    from ._models import Result
 
 __all__ = ["RunSummary", "SummarySnapshot"]
 
@@ -39,6 +51,10 @@ class SummarySnapshot:
     keys: tuple[dict[str, Any], ...]
     dropped_keys: tuple[str, ...]
     stopped: str | None
+    skipped: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    kept_failed: int = 0
 
     @property
     def cost_text(self) -> str:
@@ -46,14 +62,26 @@ class SummarySnapshot:
         return f"${self.cost_usd:.4f}" if self.priced or not self.succeeded else "n/a"
 
     @property
-    def done(self) -> int:
-        """Items with a result."""
+    def finished(self) -> int:
+        """Items with a result from this run."""
         return self.succeeded + self.failed
 
     @property
+    def done(self) -> int:
+        """Items dealt with: a result, or already answered, invalid, a duplicate."""
+        return self.finished + self.skipped + self.invalid + self.duplicates + self.kept_failed
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total``, if the total is known."""
+        if not self.total:
+            return None
+        return min(1.0, self.done / self.total)
+
+    @property
     def requests_per_s(self) -> float:
-        """Completed items per second of wall time."""
-        return self.done / self.wall_s if self.wall_s > 0 else 0.0
+        """Items finished by this run per second of wall time."""
+        return self.finished / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -64,7 +92,7 @@ class SummarySnapshot:
     @property
     def eta_s(self) -> float | None:
         """Seconds left at the current pace, if the total is known."""
-        if self.total is None or self.done == 0:
+        if self.total is None or self.finished == 0:
             return None
         return max(0, self.total - self.done) / max(self.requests_per_s, 1e-9)
 
@@ -91,12 +119,38 @@ class RunSummary:
         self._keys: tuple[dict[str, Any], ...] = ()
         self._dropped: list[str] = []
         self._stopped: str | None = None
+        # The 429 a retry event reported, per item, until the item's next event: a failure
+        # right after it with the same attempt number is that same response, not another.
+        self._last_429: dict[Any, int] = {}
+        self._lines: collections.Counter[str] = collections.Counter()
+        self._recorded: collections.Counter[str] | None = None
+
+    def set_total(self, total: int) -> None:
+        """The number of items the run will deal with (a file run counts its lines first)."""
+        self.total = total
+
+    def count_line(self, outcome: str) -> None:
+        """An input line dealt with without the engine: ``skipped`` (already answered),
+        ``kept_failed``, ``invalid`` or ``duplicates``."""
+        self._lines[outcome] += 1
+
+    def record(self, result: Result) -> None:
+        """A ``Result`` as the collector received it; outcome counts come from these."""
+        if self._recorded is None:
+            self._recorded = collections.Counter()
+        if result.ok:
+            self._recorded[""] += 1
+        else:
+            kind = "unknown" if result.error is None else str(result.error.kind.value)
+            self._recorded[kind] += 1
 
     def __call__(self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
         """Take one event (the structlog processor signature)."""
         name = event_dict["event"]
         if name == ev.REQUEST_SENT:
             self._sent += 1
+            if (event_dict.get("attempt") or 1) > 1:
+                self._retries += 1
             if self._started is None:
                 self._started = time.monotonic()
         elif name == ev.REQUEST_SUCCEEDED:
@@ -107,13 +161,15 @@ class RunSummary:
             if cost is not None:
                 self._cost += cost
                 self._priced = True
+            self._last_429.pop(event_dict.get("index"), None)
         elif name == ev.REQUEST_RETRYING:
-            self._retries += 1
             if event_dict.get("status") == 429:
                 self._rate_limited += 1
+                self._last_429[event_dict.get("index")] = event_dict.get("attempt") or 0
         elif name == ev.REQUEST_FAILED:
             self._failed[event_dict.get("kind", "unknown")] += 1
-            if event_dict.get("status") == 429:
+            seen = self._last_429.pop(event_dict.get("index"), None)
+            if event_dict.get("status") == 429 and seen != event_dict.get("attempts"):
                 self._rate_limited += 1
         elif name == ev.KEYS_UPDATED:
             self._keys = tuple(event_dict.get("keys", ()))
@@ -134,11 +190,15 @@ class RunSummary:
         """The counts so far."""
         end = self._finished if self._finished is not None else time.monotonic()
         wall = 0.0 if self._started is None else end - self._started
+        succeeded, failed = self._succeeded, self._failed
+        if self._recorded is not None:
+            succeeded = self._recorded[""]
+            failed = collections.Counter({k: v for k, v in self._recorded.items() if k})
         return SummarySnapshot(
             total=self.total,
-            succeeded=self._succeeded,
-            failed=sum(self._failed.values()),
-            failed_by_kind=dict(self._failed),
+            succeeded=succeeded,
+            failed=sum(failed.values()),
+            failed_by_kind=dict(failed),
             sent=self._sent,
             retries=self._retries,
             rate_limited=self._rate_limited,
@@ -151,4 +211,8 @@ class RunSummary:
             keys=self._keys,
             dropped_keys=tuple(self._dropped),
             stopped=self._stopped,
+            skipped=self._lines["skipped"],
+            invalid=self._lines["invalid"],
+            duplicates=self._lines["duplicates"],
+            kept_failed=self._lines["kept_failed"],
         )
