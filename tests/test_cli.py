@@ -1022,3 +1022,35 @@ def test_demo_runs_on_its_own_mock_with_full_accuracy(tmp_path: Path) -> None:
     assert "accuracy 100.0% (30/30)" in done.stderr
     assert "trio-llm demo" in done.stderr
     assert "rate-limit floor" in done.stderr
+
+
+def test_ctrl_c_ends_a_run_on_a_silent_stdin(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """`run -` on a stdin that is open but silent still stops on Ctrl-C, keeping what finished."""
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "trio_llm", *run_args(mock, "-", out)],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=child_env(),
+    )
+    try:
+        assert process.stdin is not None
+        process.stdin.write((json.dumps({"id": "q0", "prompt": f"[{tag}] first"}) + "\n").encode())
+        process.stdin.flush()  # ...and then nothing more, with the pipe kept open
+        deadline = time.monotonic() + TIMEOUT
+        while not (out.exists() and out.read_bytes().count(b"\n") >= 1):
+            assert process.poll() is None
+            assert time.monotonic() < deadline, "the first line was never answered"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr.decode("utf-8", "replace")
+    assert [line["id"] for line in read_jsonl(out)] == ["q0"]

@@ -571,3 +571,24 @@ async def test_an_endpoint_that_keeps_failing_fails_its_items_after_the_wait_cap
     errors = [r.error for r in results if r.error]
     assert {e.kind for e in errors} == {ErrorKind.SERVER_ERROR}
     assert all("the model crashed" in e.message for e in errors)
+
+
+async def test_every_failed_result_has_its_request_failed_event(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Items the run's stop leaves unsent emit request.failed like any other failure, so a
+    display counting events agrees with the Results."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(10)
+        return completion("ok")
+
+    seen: list[dict[str, Any]] = []
+    engine = make_engine(
+        handler, concurrency=2, consumers=[lambda _l, _m, event: seen.append(dict(event))]
+    )
+    results = await engine.map([str(i) for i in range(10)], deadline=15)
+    failed = [r for r in results if not r.ok]
+    events = [e for e in seen if e["event"] == "request.failed"]
+    assert len(failed) == 8
+    assert sorted(e["index"] for e in events) == sorted(r.index for r in failed)

@@ -421,9 +421,20 @@ class Run:
         progress: _Progress | None = None,
     ) -> Result:
         stopped = self.stopped or ErrorInfo(kind=ErrorKind.CANCELLED, message="cancelled")
+        item_id = None if request is None else request.id
+        # Every failed Result has its event, so that displays and logs count what they see.
+        self._parts.events.emit(
+            ev.REQUEST_FAILED,
+            index=index,
+            id=item_id,
+            attempts=sent,
+            kind=stopped.kind.value,
+            status=None,
+            message=stopped.message,
+        )
         return Result(
             index=index,
-            id=None if request is None else request.id,
+            id=item_id,
             ok=False,
             error=stopped,
             attempts=sent,

@@ -145,7 +145,11 @@ async def _input_lines(handle: IO[bytes]) -> AsyncGenerator[bytes, None]:
         return
     pending = b""
     while True:
-        chunk = await trio.to_thread.run_sync(os.read, handle.fileno(), 1 << 16)
+        # Abandoned on cancel: a silent stdin must not hold back Ctrl-C or a stop (the thread
+        # stays blocked in read until the process ends, which it is about to).
+        chunk = await trio.to_thread.run_sync(
+            os.read, handle.fileno(), 1 << 16, abandon_on_cancel=True
+        )
         if not chunk:
             break
         pending += chunk
