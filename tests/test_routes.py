@@ -78,3 +78,36 @@ def test_routes_or_provider_not_both() -> None:
         )
     with pytest.raises(trio_llm.ConfigurationError, match="HINT"):
         Route(provider=provider, keys="sk-one-string")
+
+
+async def test_the_example_split_follows_capacity_exactly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The example's two endpoints (2 keys x 600 rpm east, 3 keys x 1,200 rpm west): west,
+    with 3x the capacity, carries 3x the load, and the run takes the floor N / total rate."""
+    hosts: collections.Counter[str] = collections.Counter()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        hosts[request.url.host] += 1
+        await trio.sleep(0.2)
+        return completion("ok")
+
+    engine = trio_llm.Engine(
+        routes=[
+            Route(
+                provider=trio_llm.OpenAICompatible(base_url="http://east.test/v1", model="m"),
+                keys=[f"sk-east-key-0000000{i}" for i in range(2)],
+                limits=Limits(rpm=600),
+            ),
+            Route(
+                provider=trio_llm.OpenAICompatible(base_url="http://west.test/v1", model="m"),
+                keys=[f"sk-west-key-0000000{i}" for i in range(3)],
+                limits=Limits(rpm=1200),
+            ),
+        ],
+        transport=httpx.MockTransport(handler),
+    )
+    results = await engine.map([str(i) for i in range(1600)])
+    assert all(r.ok for r in results)
+    assert hosts["west.test"] / hosts["east.test"] == pytest.approx(3.0, rel=0.05)
+    assert trio.current_time() == pytest.approx(1600 / (2 * 10 + 3 * 20), rel=0.05)
