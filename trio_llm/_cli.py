@@ -104,7 +104,7 @@ _RUN_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "rpm": (float, None),
     "tpm": (float, None),
     "concurrency": (int, 64),
-    "timeout": (float, 60.0),
+    "timeout": (float, 600.0),
     "max_attempts": (int, 8),
     "budget": (float, None),
     "deadline": (float, None),
@@ -141,7 +141,10 @@ def _add_endpoint_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         help="requests in flight (default 64)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=default("timeout"), help="seconds per attempt (default 60)"
+        "--timeout",
+        type=float,
+        default=default("timeout"),
+        help="seconds per attempt (default 600; keep it above any time a proxy may hold a request)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
 
@@ -184,7 +187,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the prompts and the mock")
     _add_endpoint_flags(demo, defaults=False)
-    demo.set_defaults(concurrency=64, timeout=60.0)
+    demo.set_defaults(concurrency=64, timeout=600.0)
 
     run = commands.add_parser(
         "run",

@@ -68,14 +68,23 @@ class InputFormat(enum.Enum):
 
 #: The one converter trio-llm uses (never cattrs' global one).
 converter = cattrs.Converter(forbid_extra_keys=False)
-converter.register_unstructure_hook(
-    Usage,
-    lambda usage: {
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    line = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-    },
-)
+    }
+    # The details only where the server reported them (most answers have none).
+    for name in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
+        value = getattr(usage, name)
+        if value:
+            line[name] = value
+    return line
+
+
+converter.register_unstructure_hook(Usage, _usage)
 converter.register_unstructure_hook(
     ErrorInfo,
     lambda error: {

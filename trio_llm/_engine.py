@@ -72,7 +72,10 @@ class Engine:
         limits: per-key limits; ``Limits()`` (unknown) learns them from response headers.
         provider_limits: limits shared by all keys of the account, if any.
         concurrency: the most requests in flight, shared by every caller of this engine.
-        timeout: seconds per attempt (a trio cancel scope).
+        timeout: seconds per attempt (a trio cancel scope). The default, ten minutes as in the
+            openai and anthropic SDKs, leaves room for slow models and for proxies that hold an
+            over-limit request (LiteLLM: up to 60 s) rather than refuse it: an attempt cut off
+            while the server still works on it is paid for twice.
         retry: the retry policy (attempts, backoff, Retry-After ceiling, per-item deadline).
         transport: an httpx transport (``httpx.MockTransport`` in tests).
         estimator: ``Request -> tokens`` used to reserve tokens/min before sending.
@@ -96,7 +99,7 @@ class Engine:
         limits: Limits | None = None,
         provider_limits: Limits | None = None,
         concurrency: int = 64,
-        timeout: float = 60.0,
+        timeout: float = 600.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         estimator: Estimator | None = None,

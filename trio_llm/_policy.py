@@ -202,6 +202,6 @@ def classify_status(
         return _K.QUOTA
     if markers & _CONTEXT_MARKERS or any(w in words for w in _CONTEXT_WORDS):
         return _K.CONTEXT_LENGTH
-    if status == 400 and any(w in words for w in _AUTH_WORDS):
+    if status == 400 and ("no_db_connection" in markers or any(w in words for w in _AUTH_WORDS)):
         return _K.AUTH
     return _K.BAD_REQUEST

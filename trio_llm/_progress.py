@@ -128,6 +128,8 @@ def render_summary_table(snap: SummarySnapshot, *, title: str = "Run summary") -
     table.add_row("requests sent", str(snap.sent))
     table.add_row("retries", str(snap.retries))
     table.add_row("429 responses", str(snap.rate_limited))
+    if snap.slow:
+        table.add_row("slow answers (30 s or more)", str(snap.slow))
     table.add_row(
         "tokens (prompt + completion)", f"{snap.prompt_tokens} + {snap.completion_tokens}"
     )

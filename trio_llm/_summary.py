@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 __all__ = ["RunSummary", "SummarySnapshot"]
 
 
+#: An answer this slow is counted apart: a proxy held the request (LiteLLM holds one that is
+#: over its limit for up to a minute) or the model is slow. Either way, an attempt timeout
+#: below such times would pay for the request twice.
+SLOW_ANSWER_S = 30.0
+
+
 @attrs.frozen(kw_only=True)
 class SummarySnapshot:
     """What a run has done so far."""
@@ -51,6 +57,7 @@ class SummarySnapshot:
     keys: tuple[dict[str, Any], ...]
     dropped_keys: tuple[str, ...]
     stopped: str | None
+    slow: int = 0  # answers that took SLOW_ANSWER_S or more (a proxy holding them, a slow model)
     skipped: int = 0
     invalid: int = 0
     duplicates: int = 0
@@ -107,6 +114,7 @@ class RunSummary:
         self._started: float | None = None
         self._finished: float | None = None
         self._succeeded = 0
+        self._slow = 0
         self._failed: collections.Counter[str] = collections.Counter()
         self._sent = 0
         self._retries = 0
@@ -155,6 +163,8 @@ class RunSummary:
                 self._started = time.monotonic()
         elif name == ev.REQUEST_SUCCEEDED:
             self._succeeded += 1
+            if (event_dict.get("latency_s") or 0.0) >= SLOW_ANSWER_S:
+                self._slow += 1
             self._prompt_tokens += event_dict.get("prompt_tokens") or 0
             self._completion_tokens += event_dict.get("completion_tokens") or 0
             cost = event_dict.get("cost_usd")
@@ -211,6 +221,7 @@ class RunSummary:
             keys=self._keys,
             dropped_keys=tuple(self._dropped),
             stopped=self._stopped,
+            slow=self._slow,
             skipped=self._lines["skipped"],
             invalid=self._lines["invalid"],
             duplicates=self._lines["duplicates"],

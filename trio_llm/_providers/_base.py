@@ -104,6 +104,21 @@ class Provider(Protocol):
         ...
 
 
+_RETRY_WORDS = re.compile(
+    r"(?:retry after|try again in)\s+(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s\b|seconds?)",
+    re.IGNORECASE,
+)
+
+
+def retry_after_in_words(message: str) -> float | None:
+    """Seconds a message asks to wait ("Please retry after 3 seconds", "try again in 1.2s")."""
+    match = _RETRY_WORDS.search(message)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    return value / 1000.0 if match.group(2).lower().startswith("m") else value
+
+
 _TAGS = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
@@ -146,11 +161,15 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
         message = _snippet(body) or "(empty body)"
     info = parse_rate_limit_headers(headers)
     kind = classify_status(status, code, error_type, message)
+    retry_after = info.retry_after_s
+    if retry_after is None and status in (429, 503, 529):
+        # Servers that send no Retry-After often say it in words (Azure, LiteLLM, OpenAI).
+        retry_after = retry_after_in_words(message)
     return ProviderError(
         kind,
         f"HTTP {status}: {message}",
         status=status,
-        retry_after=info.retry_after_s,
+        retry_after=retry_after,
         request_id=headers.get("x-request-id") or headers.get("request-id"),
         code=code or error_type,
         should_retry=info.should_retry,
