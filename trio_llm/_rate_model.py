@@ -64,6 +64,12 @@ _DECREASE_FACTOR = 0.75
 _MIN_FACTOR = 0.1
 _RECOVERY_PER_S = 0.2
 _RECOVERY_STEP = 0.05
+# A request that needs a full token bucket (more tokens than the bucket holds) waits this
+# much on top: the server's bucket must be full too, and it fills by the server's clock, when
+# our requests arrive there (a scheduling hiccup later than we sent them). 429s whose
+# Retry-After shows such a request was still early raise it, up to _LEARNED_MARGIN_MAX_S.
+_FULL_BUCKET_MARGIN_S = 0.01
+_LEARNED_MARGIN_MAX_S = 0.05
 # How far back successes count as a first estimate of an unknown limit (a rate-limit window).
 _WINDOW_S = 60.0
 
@@ -108,6 +114,7 @@ class RateModel:
         self.requests = TokenBucket(None)
         self.tokens = TokenBucket(None)
         self.cooling_until = -math.inf
+        self._full_margin_s = _FULL_BUCKET_MARGIN_S
         self._headerless_429s = 0
         self._last_refusal = -math.inf
         self.has_rate_headers = False
@@ -179,11 +186,17 @@ class RateModel:
         return tpm is not None and tokens > tpm
 
     # --- waiting -------------------------------------------------------------------------
+    def _token_margin(self, tokens: float) -> float:
+        """The send margin for a request of ``tokens``: one that needs a full bucket waits the
+        margin learned from 429s refused a hair early (the server's bucket fills by its own
+        clock, a scheduling hiccup later than ours)."""
+        return self._full_margin_s if tokens >= self.tokens.capacity else SEND_MARGIN_S
+
     def delay(self, tokens: float, after: float) -> float:
         """Seconds until a request of ``tokens`` could go, no earlier than ``after``."""
         return max(
             self.requests.delay(1, SEND_MARGIN_S, after),
-            self.tokens.delay(tokens, SEND_MARGIN_S, after),
+            self.tokens.delay(tokens, self._token_margin(tokens), after),
         )
 
     def reserve(self, tokens: float, after: float) -> tuple[float, Taken]:
@@ -196,7 +209,7 @@ class RateModel:
         self.pending_requests += 1
         self.pending_tokens += tokens
         requests_wait, requests_taken = self.requests.hold(1, SEND_MARGIN_S, after)
-        tokens_wait, tokens_taken = self.tokens.hold(tokens, SEND_MARGIN_S, after)
+        tokens_wait, tokens_taken = self.tokens.hold(tokens, self._token_margin(tokens), after)
         return max(requests_wait, tokens_wait), (requests_taken, tokens_taken)
 
     def give_back(self, tokens: float, taken: Taken) -> None:
@@ -297,10 +310,22 @@ class RateModel:
         Learn first, then book: the headers of the 429 may teach a lower limit, and the time
         to wait is worked out at that rate.
 
-        The refused request keeps what it took from the buckets: the server did not count
-        it, but giving it back would let the next request leave at the same instant, and a
-        429 is the one moment not to hurry.
+        The refused request gives its tokens back (the server did not count them, and a big
+        request's tokens are seconds of the key's throughput) but keeps its request: the next
+        one must not leave at the same instant, a 429 is the one moment not to hurry.
         """
+        self.tokens.refund(booking.tokens)
+        self.tokens_ledger -= booking.tokens
+        booking = attrs.evolve(booking, tokens_ledger=booking.tokens_ledger - booking.tokens)
+        if (
+            retry_after is not None
+            and retry_after < _LEARNED_MARGIN_MAX_S
+            and booking.tokens >= self.tokens.capacity
+        ):
+            # A request needing a full bucket was refused a hair early: wait longer for one.
+            self._full_margin_s = min(
+                _LEARNED_MARGIN_MAX_S, max(2 * self._full_margin_s, 3 * retry_after)
+            )
         if info != _NOTHING:
             self.has_rate_headers = True
             self._learn(info)

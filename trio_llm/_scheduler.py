@@ -594,6 +594,7 @@ class Scheduler:
             # Those waiting on this key may be better off on another: they choose again. Their
             # units go back first, so that the cooldown's setting of the buckets stands.
             self._wake(iter(slot.queues[rates.model]))
+            endpoint.tokens.refund(booking.tokens)
             rates.refused(outcome.limits, outcome.retry_after, booking, now)
         else:
             retime |= rates.observe(outcome.limits, booking, now)
