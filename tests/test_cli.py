@@ -1054,3 +1054,26 @@ def test_ctrl_c_ends_a_run_on_a_silent_stdin(
             process.communicate()
     assert process.returncode == 130, stderr.decode("utf-8", "replace")
     assert [line["id"] for line in read_jsonl(out)] == ["q0"]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "words"),
+    [
+        ("http://127.0.0.1:9/v1", "cannot connect to 127.0.0.1:9"),
+        ("http://nonexistent.invalid/v1", "cannot connect to nonexistent.invalid:80"),
+    ],
+)
+def test_a_dead_endpoint_fails_fast_and_says_so(tmp_path: Path, base_url: str, words: str) -> None:
+    """A wrong port or an unknown host ends the run within seconds, and stderr says what
+    happened and names the host (not 25 minutes of silent backoff)."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "x"} for i in range(3)])
+    args = [
+        "run", str(source), "-o", str(tmp_path / "out.jsonl"),
+        "--base-url", base_url, "--keys-env", KEY_ENV, "--no-progress",
+    ]  # fmt: skip
+    started = time.monotonic()
+    done = cli(*args, cwd=tmp_path)
+    assert time.monotonic() - started < 15
+    assert done.returncode == 1
+    assert words in done.stderr
+    assert "check the base URL" in done.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -509,3 +511,68 @@ async def test_cancelling_gives_back_the_rate_limit_capacity_it_held(
     # The 5 sent keep their units; the 45 reservations came back: 0.05 s of refill remains.
     assert key.requests_left == pytest.approx(0.5)
     assert key.in_flight == 0
+
+
+# --- misuse is told, not guessed ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompts", ["What is 2+2?", b"bytes", {"prompt": "one dict"}])
+async def test_one_prompt_where_many_are_expected_is_misuse(prompts: Any) -> None:
+    """map("a string") is not one request per character: it is refused with a HINT."""
+    engine = make_engine(echo())
+    with pytest.raises(trio_llm.ConfigurationError, match=r"HINT: engine\.map\(\["):
+        await engine.map(prompts)
+    with pytest.raises(trio_llm.ConfigurationError, match="HINT"):
+        engine.stream(prompts)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"keys": [None]}, "must be a string"),
+        ({"limits": {"rpm": 5}}, "HINT: limits=trio_llm.Limits"),
+        ({"retry": {"attempts": 3}}, "HINT: retry=trio_llm.RetryPolicy"),
+        ({"concurrency": 1.5}, "concurrency must be a positive integer"),
+        ({"timeout": "60"}, "timeout must be positive seconds"),
+    ],
+)
+def test_bad_engine_settings_are_refused_at_construction(
+    kwargs: dict[str, Any], words: str
+) -> None:
+    """Wrong types for keys, limits and settings fail when the engine is built, saying how."""
+    with pytest.raises(trio_llm.ConfigurationError, match=re.escape(words)):
+        make_engine(echo(), **kwargs)
+
+
+def test_asyncio_run_is_told_that_trio_llm_runs_on_trio() -> None:
+    """asyncio.run(engine.map(...)) gets a message naming trio.run, not an AttributeError."""
+    engine = make_engine(echo())
+    with pytest.raises(
+        trio_llm.ConfigurationError, match=r"(?s)runs on trio, not asyncio.*trio\.run"
+    ):
+        asyncio.run(engine.map(["x"]))
+
+
+async def test_a_key_the_server_echoes_is_redacted_everywhere(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server error that quotes the key (or the Authorization header) is stored with the
+    key's fingerprint: not in the Result, the events or the statistics."""
+    secret = "sk-live-secret-0123456789abcdef"
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return error(
+            400,
+            f"bad request from key {secret} (header was {request.headers['authorization']})",
+        )
+
+    seen: list[dict[str, Any]] = []
+    engine = make_engine(
+        handler, keys=[secret], consumers=[lambda _l, _m, event: seen.append(dict(event))]
+    )
+    [result] = await engine.map(["x"])
+    assert result.error is not None
+    text = repr(result) + repr(seen) + repr(engine.statistics())
+    assert secret not in text
+    assert secret[-12:] not in text
+    assert "sk-…cdef" in result.error.message

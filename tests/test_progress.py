@@ -377,3 +377,20 @@ def test_cost_is_na_when_the_model_price_is_unknown() -> None:
     assert unpriced.cost_text == "n/a"
     assert "n/a" in render_plain(unpriced)
     assert _snapshot(succeeded=5, cost_usd=0.25).cost_text == "$0.2500"
+
+
+@pytest.mark.parametrize(
+    ("key", "state"),
+    [
+        ({"down": "endpoint", "down_s": 8.2}, "endpoint down, retrying in 8s"),
+        ({"down": "key", "down_s": 0.0}, "key failing, probing"),
+        ({"down": "unreachable", "down_s": 0.0}, "endpoint unreachable"),
+        ({"cooling_s": 2.0}, "cooling 2.0s"),
+        ({}, "ok"),
+    ],
+)
+def test_a_key_held_back_by_a_breaker_says_so(key: dict[str, object], state: str) -> None:
+    """The key line says "endpoint down, retrying in 8s" while a breaker is open, not "ok"."""
+    from trio_llm._progress import _key_state
+
+    assert _key_state(key) == state

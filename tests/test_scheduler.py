@@ -593,6 +593,8 @@ async def test_a_closing_breaker_wakes_everyone_held_back_by_its_probe(
     scheduler, _ = make(A, limits=Limits(), breaker=policy)
     failed(await lease(scheduler))
     failed(await lease(scheduler))  # opens for 5 s
+    (stats,) = scheduler.statistics()
+    assert (stats.down, stats.down_s) == ("endpoint", 5.0)
     granted: list[float] = []
 
     async def want() -> None:

@@ -678,6 +678,10 @@ def _run(args: argparse.Namespace) -> int:
             + (f", {report.changed} changed and sent again" if report.changed else "")
         )
         _print_problems(report, say)
+    for kind, count in sorted(snap.failed_by_kind.items()):
+        example = snap.failure_examples.get(kind)
+        if example:
+            say(f"{kind} ({count}): {example}")
     keys_hint = "--keys" if options["keys"] else f"the variable {options['keys_env']}"
     advice = _advice(report, snap, keys_hint)
     if interrupted:

@@ -38,6 +38,13 @@ def _duration(seconds: float | None) -> str:
 def _key_state(key: dict[str, Any]) -> str:
     if key.get("dropped"):
         return f"dropped ({key['dropped']})"
+    down = key.get("down")
+    if down:
+        if down == "unreachable":
+            return "endpoint unreachable"
+        wait = key.get("down_s") or 0.0
+        what = "endpoint down" if down == "endpoint" else "key failing"
+        return f"{what}, retrying in {wait:.0f}s" if wait >= 0.5 else f"{what}, probing"
     if key.get("cooling_s"):
         return f"cooling {key['cooling_s']:.1f}s"
     return "ok"

@@ -67,6 +67,9 @@ class KeyStatistics:
         requests_left / tokens_left: what its buckets hold now.
         cooling_s: seconds until it may send again after a 429 (0 when not cooling).
         dropped: why it was dropped for the run, or ``None``.
+        down: ``"endpoint"`` or ``"key"`` while a circuit breaker holds it back (the endpoint's
+            or its own), ``"unreachable"`` for an endpoint that never answered, else ``None``.
+        down_s: seconds until the breaker lets a probe through (0 while one is out).
     """
 
     key_id: str
@@ -77,6 +80,8 @@ class KeyStatistics:
     tokens_left: float | None
     cooling_s: float
     dropped: str | None
+    down: str | None = None
+    down_s: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -686,6 +691,13 @@ class Scheduler:
             rates = slot.rates(slot.endpoint.provider.model)
             rpm, tpm = rates.in_force()
             cooling = max((r.cooling_until for r in slot.models.values()), default=-math.inf)
+            down, down_s = None, 0.0
+            for scope, breaker in (("endpoint", slot.endpoint.breaker), ("key", slot.breaker)):
+                if breaker is not None and breaker.state is not BreakerState.CLOSED:
+                    down, down_s = scope, breaker.open_for
+                    break
+            if slot.endpoint.unreachable is not None:
+                down, down_s = "unreachable", 0.0
             stats.append(
                 KeyStatistics(
                     key_id=slot.key.fingerprint,
@@ -696,6 +708,8 @@ class Scheduler:
                     tokens_left=None if rates.tokens.rate is None else rates.tokens.level,
                     cooling_s=max(0.0, cooling - now),
                     dropped=None if slot.dropped is None else slot.dropped.message,
+                    down=down,
+                    down_s=down_s,
                 )
             )
         return tuple(stats)

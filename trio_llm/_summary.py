@@ -57,6 +57,8 @@ class SummarySnapshot:
     keys: tuple[dict[str, Any], ...]
     dropped_keys: tuple[str, ...]
     stopped: str | None
+    #: The first message of each kind of failure, to say why without reading OUTPUT.
+    failure_examples: dict[str, str] = attrs.field(factory=dict)
     slow: int = 0  # answers that took SLOW_ANSWER_S or more (a proxy holding them, a slow model)
     skipped: int = 0
     invalid: int = 0
@@ -115,6 +117,7 @@ class RunSummary:
         self._finished: float | None = None
         self._succeeded = 0
         self._slow = 0
+        self._examples: dict[str, str] = {}
         self._failed: collections.Counter[str] = collections.Counter()
         self._sent = 0
         self._retries = 0
@@ -177,7 +180,9 @@ class RunSummary:
                 self._rate_limited += 1
                 self._last_429[event_dict.get("index")] = event_dict.get("attempt") or 0
         elif name == ev.REQUEST_FAILED:
-            self._failed[event_dict.get("kind", "unknown")] += 1
+            kind = event_dict.get("kind", "unknown")
+            self._failed[kind] += 1
+            self._examples.setdefault(kind, str(event_dict.get("message") or ""))
             seen = self._last_429.pop(event_dict.get("index"), None)
             if event_dict.get("status") == 429 and seen != event_dict.get("attempts"):
                 self._rate_limited += 1
@@ -222,6 +227,7 @@ class RunSummary:
             dropped_keys=tuple(self._dropped),
             stopped=self._stopped,
             slow=self._slow,
+            failure_examples=dict(self._examples),
             skipped=self._lines["skipped"],
             invalid=self._lines["invalid"],
             duplicates=self._lines["duplicates"],
