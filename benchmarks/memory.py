@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._charts import memory_chart
 from ._harness import markdown_table, parse_options, report
 
 CHILD = r"""
@@ -183,6 +184,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"spread {scenario['spread_mb']:.1f} MB (goal within 10 MB); "
             f"peak {scenario['peak_mb']:.1f} MB (goal < 100 MB)"
         )
+    bars = [(f"stream {r['n']:,}", r["peak_rss_mb"]) for r in runs]
+    if sizes:
+        bars += [(f"run {r['lines']:,} lines", r["peak_rss_mb"]) for r in summary["run"]["runs"]]
+    memory_chart("memory", "Peak RSS stays flat as the input grows", bars)
     return report(
         "memory",
         "Memory: prompts from a generator through engine.stream (peak RSS, fresh process each)",

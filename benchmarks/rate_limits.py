@@ -41,6 +41,7 @@ import attrs
 import trio_llm
 from trio_llm.testing import MockServerConfig, MockServerProcess, count_tokens, mock_reply
 
+from ._charts import cumulative_chart
 from ._clients import ClientRun, asyncio_gather_semaphore, engine_run, prompts
 from ._harness import median, parse_options, report
 
@@ -151,8 +152,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine_runs, recipe_runs = _scenario(
         config,
         options.runs,
-        lambda url: _engine(url, KEYS3, items, trio_llm.Limits(rpm=rpm)),
+        lambda url: _engine(url, KEYS3, items, trio_llm.Limits(rpm=rpm), timeline=True),
         lambda url: _recipe(url, KEYS3, items),
+    )
+    cumulative_chart(
+        "rate_limits",
+        f"{n} requests, 3 keys x {rpm} rpm: trio-llm follows the limit",
+        [("trio-llm", engine_runs[0].extra["finished"])],
+        rate=len(KEYS3) * rpm / 60,
     )
     rows.append(_row("1. RPM-bound, 3 keys x 1800 rpm", "trio-llm", engine_runs, floor, n))
     rows.append(_row("", "asyncio.gather + semaphore", recipe_runs, floor, n))
@@ -266,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = MockServerConfig(
         keys=KEYS3[:1], rpm=rate7, latency=LATENCY, latency_sigma=0.3, outage=outage
     )
-    recoveries = []
+    recoveries: list[float] = []
     failed7 = []
     walls7 = []
     for _ in range(options.runs):
@@ -280,6 +287,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         failed7.append(n7 - run.ok)
         walls7.append(run.wall_s)
+        if not recoveries:
+            cumulative_chart(
+                "rate_limits_outage",
+                f"429s with no header for {outage:g} s, then recovery (1 key x {rate7} rpm)",
+                [("trio-llm", run.extra["finished"])],
+                rate=rate7 / 60,
+                start_s=outage,
+                marks=[(outage, "server recovers")],
+            )
         recoveries.append(_recovered_after(run.extra["finished"], outage, rate7 / 60))
     recovered = median(recoveries)
     rows.append(

@@ -592,3 +592,35 @@ async def test_every_failed_result_has_its_request_failed_event(
     events = [e for e in seen if e["event"] == "request.failed"]
     assert len(failed) == 8
     assert sorted(e["index"] for e in events) == sorted(r.index for r in failed)
+
+
+async def test_a_request_waiting_long_for_its_key_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A request that must wait long for its key (bigger than the token bucket holds) emits
+    request.waiting with the wait and its tokens, and the progress line shows it, instead of
+    sitting silent."""
+    from trio_llm._progress import render_plain
+    from trio_llm._summary import RunSummary
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return completion("ok", prompt_tokens=4_000, completion_tokens=0)
+
+    summary = RunSummary()
+    seen: list[dict[str, Any]] = []
+    engine = make_engine(
+        handler,
+        limits=Limits(rpm=600, tpm=6_000),  # 100 tokens/s
+        consumers=[summary, lambda _l, _m, event: seen.append(dict(event))],
+    )
+    big = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4_000}
+    async with engine:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.map, [big, big])
+            await trio.sleep(1)
+            line = render_plain(summary.snapshot())
+    waits = [e for e in seen if e["event"] == "request.waiting"]
+    assert waits
+    assert waits[0]["wait_s"] >= 30
+    assert waits[0]["est_tokens"] >= 4_000
+    assert "a request of ~4," in line

@@ -55,6 +55,13 @@ def _percent(snap: SummarySnapshot) -> str:
     return "" if fraction is None else f" ({fraction:.0%})"
 
 
+def _waiting(snap: SummarySnapshot) -> str:
+    if snap.waiting is None:
+        return ""
+    key_id, left, tokens = snap.waiting
+    return f" | a request of ~{tokens:,.0f} tokens waits {_duration(left)} for {key_id}"
+
+
 def render_plain(snap: SummarySnapshot) -> str:
     """One status line: for logs and pipes."""
     total = "?" if snap.total is None else str(snap.total)
@@ -64,7 +71,7 @@ def render_plain(snap: SummarySnapshot) -> str:
         f"{snap.failed} failed | "
         f"{snap.requests_per_s:.1f} req/s, {snap.tokens_per_s:.0f} tok/s | "
         f"in flight {snap.in_flight} | retries {snap.retries}, 429s {snap.rate_limited} | "
-        f"{snap.cost_text} | ETA {_duration(snap.eta_s)}"
+        f"{snap.cost_text} | ETA {_duration(snap.eta_s)}{_waiting(snap)}"
     )
 
 
@@ -103,7 +110,12 @@ def render_tty(snap: SummarySnapshot) -> RenderableType:
             _number(_left(key.get("tokens_left"))),
             _key_state(key),
         )
-    return Group(head, rates, keys) if snap.keys else Group(head, rates)
+    parts: list[RenderableType] = [head, rates]
+    if snap.waiting is not None:
+        parts.append(Text(_waiting(snap).removeprefix(" | "), style="yellow"))
+    if snap.keys:
+        parts.append(keys)
+    return Group(*parts)
 
 
 def _left(value: float | None) -> float | None:

@@ -57,6 +57,8 @@ class SummarySnapshot:
     keys: tuple[dict[str, Any], ...]
     dropped_keys: tuple[str, ...]
     stopped: str | None
+    #: The latest long wait for a key: (key_id, seconds, estimated tokens), if one is on.
+    waiting: tuple[str, float, float] | None = None
     #: The first message of each kind of failure, to say why without reading OUTPUT.
     failure_examples: dict[str, str] = attrs.field(factory=dict)
     slow: int = 0  # answers that took SLOW_ANSWER_S or more (a proxy holding them, a slow model)
@@ -118,6 +120,7 @@ class RunSummary:
         self._succeeded = 0
         self._slow = 0
         self._examples: dict[str, str] = {}
+        self._waiting: tuple[str, float, float, float] | None = None  # ..., until (monotonic)
         self._failed: collections.Counter[str] = collections.Counter()
         self._sent = 0
         self._retries = 0
@@ -186,6 +189,14 @@ class RunSummary:
             seen = self._last_429.pop(event_dict.get("index"), None)
             if event_dict.get("status") == 429 and seen != event_dict.get("attempts"):
                 self._rate_limited += 1
+        elif name == ev.REQUEST_WAITING:
+            wait = float(event_dict.get("wait_s") or 0.0)
+            self._waiting = (
+                str(event_dict.get("key_id")),
+                wait,
+                float(event_dict.get("est_tokens") or 0.0),
+                time.monotonic() + wait,
+            )
         elif name == ev.KEYS_UPDATED:
             self._keys = tuple(event_dict.get("keys", ()))
             self._in_flight = event_dict.get("in_flight", 0)
@@ -200,6 +211,13 @@ class RunSummary:
             self._finished = time.monotonic()
             self._stopped = event_dict.get("stopped")
         return event_dict
+
+    def _waiting_now(self) -> tuple[str, float, float] | None:
+        if self._waiting is None:
+            return None
+        key_id, _, tokens, until = self._waiting
+        left = until - time.monotonic()
+        return None if left <= 0 else (key_id, left, tokens)
 
     def snapshot(self) -> SummarySnapshot:
         """The counts so far."""
@@ -228,6 +246,7 @@ class RunSummary:
             stopped=self._stopped,
             slow=self._slow,
             failure_examples=dict(self._examples),
+            waiting=self._waiting_now(),
             skipped=self._lines["skipped"],
             invalid=self._lines["invalid"],
             duplicates=self._lines["duplicates"],
