@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import httpx
 import pytest
@@ -111,3 +112,96 @@ async def test_the_example_split_follows_capacity_exactly(
     assert all(r.ok for r in results)
     assert hosts["west.test"] / hosts["east.test"] == pytest.approx(3.0, rel=0.05)
     assert trio.current_time() == pytest.approx(1600 / (2 * 10 + 3 * 20), rel=0.05)
+
+
+def _chain(handler: object, **kwargs: object) -> trio_llm.Engine:
+    """A chain: a small-context model first, a larger one on another endpoint after it."""
+    return trio_llm.Engine(
+        routes=[
+            Route(
+                provider=trio_llm.OpenAICompatible(base_url="http://small.test/v1", model="small"),
+                keys=["sk-small-key-0000001"],
+                name="small",
+            ),
+            Route(
+                provider=trio_llm.OpenAICompatible(base_url="http://big.test/v1", model="small"),
+                keys=["sk-big-key-000000001"],
+                model="big",
+                name="big",
+            ),
+        ],
+        limits=Limits(rpm=60_000),
+        transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
+        **{"fallback_on": True, **kwargs},  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("refusal", "kind"),
+    [
+        (error(400, "maximum context length is 8192 tokens", code="context_length_exceeded"),
+         "context_length"),
+        (error(404, "The model `small` does not exist", code="model_not_found"), "not_found"),
+    ],
+)  # fmt: skip
+async def test_a_chain_moves_an_item_down_when_its_route_cannot_serve_it(
+    autojump_clock: trio.testing.MockClock, refusal: httpx.Response, kind: str
+) -> None:
+    """With a fallback chain, an item the first route refuses (context too long, model not
+    found) goes to the next route, with that route's model; the Result says which route and
+    model answered and why it moved."""
+    bodies: list[dict[str, object]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if request.url.host == "small.test" and "long" in body["messages"][0]["content"]:
+            return refusal
+        return completion(f"from {body['model']}")
+
+    results = await _chain(handler).map(["short", "long one", "short too"])
+    assert [r.text for r in results] == ["from small", "from big", "from small"]
+    moved = results[1]
+    assert (moved.route, moved.model) == ("big", "big")
+    assert moved.rerouted == (f"small: {kind}",)
+    assert (results[0].route, results[0].rerouted) == ("small", ())
+
+
+async def test_a_chain_moves_on_when_the_first_routes_retries_are_spent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A route that keeps failing (500) spends the item's attempts there, then the item moves
+    on; the next route's answer is the Result."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "small.test":
+            return error(500, "boom")
+        return completion("saved")
+
+    retry = trio_llm.RetryPolicy(attempts=2, wait_initial=0.1, wait_jitter=0.0)
+    [result] = await _chain(handler, retry=retry).map(["x"])
+    assert result.text == "saved"
+    assert result.rerouted == ("small: server_error",)
+
+
+async def test_a_chain_does_not_move_on_the_inputs_own_fault(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A 400 that is the request's fault fails the item on the first route: the next route
+    would refuse it too."""
+    hosts: collections.Counter[str] = collections.Counter()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        hosts[request.url.host] += 1
+        return error(400, "temperature must be <= 2", code="invalid_value")
+
+    [result] = await _chain(handler).map(["x"])
+    assert result.error is not None
+    assert result.error.kind is trio_llm.ErrorKind.BAD_REQUEST
+    assert hosts == {"small.test": 1}
+
+
+def test_fallback_on_takes_error_kinds() -> None:
+    """fallback_on={"context_length"} (a string) is refused with a HINT."""
+    with pytest.raises(trio_llm.ConfigurationError, match="HINT: fallback_on"):
+        _chain(completion, fallback_on={"context_length"})

@@ -614,11 +614,10 @@ async def test_a_request_waiting_long_for_its_key_says_so(
         consumers=[summary, lambda _l, _m, event: seen.append(dict(event))],
     )
     big = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4_000}
-    async with engine:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(engine.map, [big, big])
-            await trio.sleep(1)
-            line = render_plain(summary.snapshot())
+    async with engine, trio.open_nursery() as nursery:
+        nursery.start_soon(engine.map, [big, big])
+        await trio.sleep(1)
+        line = render_plain(summary.snapshot())
     waits = [e for e in seen if e["event"] == "request.waiting"]
     assert waits
     assert waits[0]["wait_s"] >= 30

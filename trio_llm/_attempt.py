@@ -56,17 +56,21 @@ class Sender:
         tokens: float,
         admit: Admission,
         on_sent: Callable[[Lease], None],
+        route: int | None = None,
     ) -> Outcome:
-        """Send ``request`` once, on the key that can send it soonest; return how it ended.
+        """Send ``request`` once, on the key that can send it soonest (of ``route`` only, if
+        given); return how it ended.
 
         ``on_sent`` is told the moment the request leaves (for events and the item's clock).
         """
         try:
             lease = await self.scheduler.lease(
-                tokens, request.model, max_blocked=self.max_blocked_s
+                tokens, request.model, max_blocked=self.max_blocked_s, route=route
             )
         except Unavailable as exc:
             return exc.outcome
+        if lease.overrides_model:
+            request = request.with_model(lease.model)
         with lease:
             refusal = admit(lease)
             if refusal is not None:

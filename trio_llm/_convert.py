@@ -347,6 +347,12 @@ def output_line(
     else:
         line["error"] = error
     line["attempts"] = result.attempts
+    # Where it was answered, when there was a choice (routes), and why it moved.
+    if result.route is not None:
+        line["route"] = result.route
+        line["model"] = result.model
+    if result.rerouted:
+        line["rerouted"] = list(result.rerouted)
     return line
 
 

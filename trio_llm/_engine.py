@@ -16,7 +16,7 @@ run (``trio_llm._run``); each attempt of each item is ``trio_llm._attempt``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import final
 
@@ -33,6 +33,7 @@ from ._events import EventConsumer, EventHub
 from ._http import HttpPool
 from ._keys import KeyPool
 from ._models import Prompt, Result, to_request
+from ._policy import ErrorKind
 from ._pricing import PriceTable
 from ._providers import Provider
 from ._routes import Route
@@ -41,7 +42,26 @@ from ._scheduler import EndpointSpec, KeyStatistics, Scheduler
 from ._secrets import ApiKey
 from ._tokens import CharEstimator, Estimator
 
-__all__ = ["Engine", "EngineStatistics", "ResultStream"]
+__all__ = ["DEFAULT_FALLBACK_ON", "Engine", "EngineStatistics", "ResultStream"]
+
+#: What moves an item down a fallback chain by default: whatever another endpoint or model
+#: may do better (its context is longer, it serves the model, it is up, its keys are good),
+#: not the input's own faults.
+DEFAULT_FALLBACK_ON: frozenset[ErrorKind] = frozenset(
+    {
+        ErrorKind.CONTEXT_LENGTH,
+        ErrorKind.NOT_FOUND,
+        ErrorKind.SERVER_ERROR,
+        ErrorKind.OVERLOADED,
+        ErrorKind.TIMEOUT,
+        ErrorKind.CONNECTION,
+        ErrorKind.MALFORMED,
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.AUTH,
+        ErrorKind.QUOTA,
+        ErrorKind.NO_KEYS,
+    }
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -84,6 +104,10 @@ class Engine:
         consumers: structlog processors that receive every event (see ``trio_llm._events``).
         http2: negotiate HTTP/2 where the server offers it (needs ``h2``).
         breaker: when to stop sending to a failing key or provider (``None``: never).
+        fallback_on: make ``routes`` an ordered chain: an item starts on the first route and
+            moves to the next when it fails there for one of these kinds (``True``: the
+            kinds of ``DEFAULT_FALLBACK_ON``). ``None`` (the default) spreads the load over
+            the routes by capacity instead.
 
     Use ``trio.run(engine.map, prompts)`` for a batch, or keep it open with
     ``async with engine:`` in a service so that concurrent callers share one HTTP layer, one
@@ -108,6 +132,7 @@ class Engine:
         consumers: Iterable[EventConsumer] = (),
         http2: bool = False,
         breaker: BreakerPolicy | None = BreakerPolicy(),  # noqa: B008 - frozen value
+        fallback_on: Collection[ErrorKind] | bool | None = None,
     ) -> None:
         if routes is None:
             if provider is None or keys is None:
@@ -140,6 +165,18 @@ class Engine:
                     f"{name} must be a trio_llm.{kind.__name__}, got {type(value).__name__}\n"
                     f"HINT: {name}=trio_llm.{kind.__name__}(...)"
                 )
+        if fallback_on is True:
+            fallback_on = DEFAULT_FALLBACK_ON
+        if fallback_on is not None and fallback_on is not False:
+            bad = [k for k in fallback_on if not isinstance(k, ErrorKind)]
+            if bad:
+                raise ConfigurationError(
+                    f"fallback_on takes ErrorKinds, got {bad[0]!r}\n"
+                    "HINT: fallback_on={trio_llm.ErrorKind.CONTEXT_LENGTH, ...} or True"
+                )
+            self.fallback_on: frozenset[ErrorKind] | None = frozenset(fallback_on)
+        else:
+            self.fallback_on = None
         self.events = EventHub(tuple(consumers))
         self.breaker = breaker
         self._routes = tuple(routes)
@@ -151,6 +188,7 @@ class Engine:
                 keys=pool.keys,
                 limits=pool.limits or route.limits or default_limits,
                 provider_limits=pool.provider_limits or route.provider_limits or Limits(),
+                model=route.model,
             )
             for route, pool in zip(self._routes, self._pools, strict=True)
         )
@@ -244,6 +282,8 @@ class Engine:
             keep_raw=self.keep_raw,
             concurrency=self.concurrency,
             keys=sum(len(spec.keys) for spec in self._specs),
+            routes=tuple(route.label for route in self._routes),
+            fallback_on=self.fallback_on,
         )
 
     @contextlib.asynccontextmanager

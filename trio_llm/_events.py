@@ -23,6 +23,8 @@ The catalogue (name: when; fields):
                        ``kind``, ``status``, ``wait_s``, ``key_id``
 ``request.failed``     the item failed for good; ``index``, ``id``, ``attempts``, ``kind``,
                        ``status``, ``message``
+``request.rerouted``   an item moved down a fallback chain; ``index``, ``id``, ``route`` (the
+                       one it left), ``to``, ``kind`` (why)
 ``request.waiting``    a request must wait at least 5 s for its key (limits, a cooldown, a
                        request larger than the bucket); ``key_id``, ``wait_s``, ``est_tokens``
 ``key.cooling``        a key waits out a 429; ``key_id``, ``cooling_s``
@@ -54,6 +56,7 @@ __all__ = [
     "KEY_DROPPED",
     "LIMITS_UPDATED",
     "REQUEST_FAILED",
+    "REQUEST_REROUTED",
     "REQUEST_RETRYING",
     "REQUEST_SENT",
     "REQUEST_SUCCEEDED",
@@ -69,6 +72,7 @@ RUN_FINISHED: Final = "run.finished"
 REQUEST_SENT: Final = "request.sent"
 REQUEST_SUCCEEDED: Final = "request.succeeded"
 REQUEST_RETRYING: Final = "request.retrying"
+REQUEST_REROUTED: Final = "request.rerouted"
 REQUEST_FAILED: Final = "request.failed"
 REQUEST_WAITING: Final = "request.waiting"
 KEY_COOLING: Final = "key.cooling"
@@ -85,6 +89,7 @@ LEVELS: Final[dict[str, str]] = {
     REQUEST_SENT: "debug",
     REQUEST_SUCCEEDED: "debug",
     REQUEST_RETRYING: "info",
+    REQUEST_REROUTED: "info",
     REQUEST_FAILED: "warning",
     REQUEST_WAITING: "info",
     KEY_COOLING: "info",

@@ -118,6 +118,10 @@ class Request:
         value = self.params.get("model")
         return value if isinstance(value, str) and value else None
 
+    def with_model(self, model: str) -> Request:
+        """The same request for another model."""
+        return attrs.evolve(self, params={**self.params, "model": model})
+
     @property
     def max_tokens(self) -> int | None:
         """The completion cap the request asks for, if any."""
@@ -155,6 +159,9 @@ class Result:
         key_id: fingerprint of the key that answered (never the key itself).
         cost_usd: the price of ``usage`` for the model, if the model's price is known.
         raw: the provider's response body, when the engine was asked to keep it.
+        route: the route that answered (or was tried last), when the engine has routes.
+        model: the model that answered (or was tried last).
+        rerouted: each move down a fallback chain, as ``"route: kind"`` (why it moved).
     """
 
     index: int
@@ -169,6 +176,9 @@ class Result:
     key_id: str | None = None
     cost_usd: float | None = None
     raw: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
+    route: str | None = None
+    model: str | None = None
+    rerouted: tuple[str, ...] = ()
 
 
 #: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a

@@ -52,12 +52,22 @@ class Route:
         keys: its API keys, or a ``KeyPool``.
         limits: per-key limits here; ``None`` takes the engine's ``limits``.
         provider_limits: limits shared by all of this endpoint's keys.
+        name: how results and events name it (default: the provider's name and model).
+        model: send every request here to this model, whatever the request names (a fallback
+            to a longer-context or stronger model); ``None`` keeps the request's own model.
     """
 
     provider: Provider = attrs.field(validator=_check_provider)
     keys: KeyPool | Iterable[str | ApiKey] = attrs.field(validator=_check_keys)
     limits: Limits | None = attrs.field(default=None, validator=_check_limits)
     provider_limits: Limits | None = attrs.field(default=None, validator=_check_limits)
+    name: str | None = None
+    model: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The route's name in results and events."""
+        return self.name or f"{self.provider.name}/{self.model or self.provider.model}"
 
     def pool(self) -> KeyPool:
         """The route's keys as a ``KeyPool`` (checked)."""

@@ -20,7 +20,7 @@ import itertools
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TypeAlias, final
+from typing import Any, TypeAlias, final
 
 import attrs
 import trio
@@ -62,6 +62,10 @@ class RunParts:
     keep_raw: bool
     concurrency: int
     keys: int
+    #: Every route's name, in order.
+    routes: tuple[str, ...] = ()
+    #: When set, the routes are a chain: an item moves on when it fails for one of these.
+    fallback_on: frozenset[ErrorKind] | None = None
 
 
 @attrs.define(eq=False)
@@ -82,6 +86,8 @@ class _Progress:
     key_id: str | None = None
     model: str = ""
     held_usd: float = 0.0
+    route: str | None = None
+    rerouted: list[str] = attrs.field(factory=list)
 
 
 @attrs.define(eq=False)
@@ -284,6 +290,40 @@ class Run:
         self, index: int, request: Request, progress: _Progress, scope: trio.CancelScope
     ) -> Outcome:
         parts = self._parts
+        if parts.fallback_on is None:
+            return await self._on_route(index, request, progress, scope, None)
+        # A fallback chain: each route in turn, with its own attempts, while the item fails
+        # for a reason the next route may not have.
+        last = len(parts.routes) - 1
+        for route in range(last + 1):
+            outcome = await self._on_route(index, request, progress, scope, route)
+            if outcome.ok or route == last or self.stopped is not None:
+                return outcome
+            assert outcome.kind is not None
+            if outcome.kind not in parts.fallback_on:
+                return outcome
+            progress.rerouted.append(f"{parts.routes[route]}: {outcome.kind.value}")
+            parts.events.emit(
+                ev.REQUEST_REROUTED,
+                index=index,
+                id=request.id,
+                route=parts.routes[route],
+                to=parts.routes[route + 1],
+                kind=outcome.kind.value,
+            )
+        raise AssertionError("unreachable: the last route returns")
+
+    async def _on_route(
+        self,
+        index: int,
+        request: Request,
+        progress: _Progress,
+        scope: trio.CancelScope,
+        route: int | None,
+    ) -> Outcome:
+        """The attempts of one item on ``route`` (``None``: any), until the policy table says
+        stop."""
+        parts = self._parts
         policy = parts.retry
         tokens = parts.estimator(request)
         tries = malformed = moves = 0
@@ -299,6 +339,8 @@ class Run:
             progress.sent += 1
             progress.key_id = lease.key.fingerprint
             progress.model = lease.model
+            if len(parts.routes) > 1:
+                progress.route = parts.routes[lease.route]
             if progress.first_sent is None:
                 progress.first_sent = now
                 if policy.deadline is not None:
@@ -317,7 +359,7 @@ class Run:
         while True:
             async with parts.limiter:
                 outcome = await parts.sender.attempt(
-                    request, tokens=tokens, admit=admit, on_sent=sent
+                    request, tokens=tokens, admit=admit, on_sent=sent, route=route
                 )
             self._release_budget(progress, outcome)
             if outcome.ok or not outcome.sent:
@@ -441,6 +483,14 @@ class Run:
             key_id=None if progress is None else progress.key_id,
         )
 
+    def _where(self, progress: _Progress) -> dict[str, Any]:
+        """Which route and model answered (or were tried last), and the moves between."""
+        return {
+            "route": progress.route,
+            "model": progress.model or None,
+            "rerouted": tuple(progress.rerouted),
+        }
+
     def _latency(self, progress: _Progress) -> float:
         first = progress.first_sent
         return 0.0 if first is None else trio.current_time() - first
@@ -484,6 +534,7 @@ class Run:
             key_id=progress.key_id,
             cost_usd=cost,
             raw=completion.raw if parts.keep_raw else None,
+            **self._where(progress),
         )
 
     def _failed(
@@ -507,6 +558,7 @@ class Run:
             attempts=progress.sent,
             latency=self._latency(progress),
             key_id=progress.key_id,
+            **self._where(progress),
         )
 
 

@@ -92,6 +92,8 @@ class EndpointSpec:
     keys: tuple[ApiKey, ...]
     limits: Limits
     provider_limits: Limits
+    #: The model every request sent here uses, whatever it names (a fallback route's model).
+    model: str | None = None
 
 
 class Unavailable(TrioLLMError):
@@ -108,6 +110,8 @@ class _Endpoint:
 
     def __init__(self, spec: EndpointSpec, breaker: BreakerPolicy | None) -> None:
         self.provider = spec.provider
+        self.model = spec.model
+        self.index = 0  # its position among the scheduler's endpoints
         self.requests = _bucket(spec.provider_limits.rpm, spec.provider_limits.burst_s)
         self.tokens = _bucket(spec.provider_limits.tpm, spec.provider_limits.burst_s)
         self.breaker = None if breaker is None else CircuitBreaker(breaker, spec.provider.name)
@@ -236,6 +240,16 @@ class Lease:
         """Tokens reserved for the request (the estimate)."""
         return self._booking.tokens
 
+    @property
+    def route(self) -> int:
+        """The position of the endpoint it sends to, among the engine's routes."""
+        return self._slot.endpoint.index
+
+    @property
+    def overrides_model(self) -> bool:
+        """Whether the endpoint sends every request to its own model (``model``)."""
+        return self._slot.endpoint.model is not None
+
     def sending(self) -> None:
         """The request is about to leave: from here on the server may count it."""
         self._sent = True
@@ -283,6 +297,7 @@ class Scheduler:
         numbering = itertools.count(1)
         for spec in endpoints:
             endpoint = _Endpoint(spec, breaker)
+            endpoint.index = len(self._endpoints)
             for key in spec.keys:
                 slot = _Slot(key, endpoint, spec.limits, breaker, events, numbering)
                 endpoint.slots.append(slot)
@@ -291,7 +306,14 @@ class Scheduler:
         self._granted = 0
 
     # --- asking --------------------------------------------------------------------------
-    async def lease(self, tokens: float, model: str | None, *, max_blocked: float) -> Lease:
+    async def lease(
+        self,
+        tokens: float,
+        model: str | None,
+        *,
+        max_blocked: float,
+        route: int | None = None,
+    ) -> Lease:
         """Wait until some key may send a request of ``tokens``; return its lease.
 
         Args:
@@ -299,6 +321,8 @@ class Scheduler:
             model: the model the request names, or ``None`` for each endpoint's default.
             max_blocked: the longest a request waits for keys that may not send at all (cooling
                 after a 429, an open breaker); after that it fails with their last failure.
+            route: only this endpoint (its position), or ``None`` for whichever can send
+                soonest.
 
         Raises:
             Unavailable: nothing can be sent for it (see the module docs).
@@ -306,7 +330,7 @@ class Scheduler:
         await trio.lowlevel.checkpoint_if_cancelled()
         give_up = trio.current_time() + max_blocked
         while True:
-            slot, rates = self._choose(tokens, model, max_blocked)
+            slot, rates = self._choose(tokens, model, max_blocked, route)
             now = trio.current_time()
             want = _Want(slot, rates, tokens, reserved=False, give_up=give_up)
             deadline = self._deadline(want, now)
@@ -341,7 +365,7 @@ class Scheduler:
                 raise Unavailable(self._blocked_outcome(slot, rates, max_blocked))
 
     def _choose(
-        self, tokens: float, model: str | None, max_blocked: float
+        self, tokens: float, model: str | None, max_blocked: float, route: int | None = None
     ) -> tuple[_Slot, RateModel]:
         """The key that can send soonest, or ``Unavailable``."""
         now = trio.current_time()
@@ -350,12 +374,13 @@ class Scheduler:
         cooling_for = math.inf
         too_large: RateModel | None = None
         alive = False
-        for slot in self._slots:
+        slots = self._slots if route is None else self._endpoints[route].slots
+        for slot in slots:
             endpoint = slot.endpoint
             if slot.dropped is not None or endpoint.unreachable is not None:
                 continue
             alive = True
-            rates = slot.rates(model or endpoint.provider.model)
+            rates = slot.rates(endpoint.model or model or endpoint.provider.model)
             if rates.recover(now):
                 self._retime(slot, rates)
             if rates.too_large(tokens):
@@ -375,7 +400,7 @@ class Scheduler:
         if best is not None:
             return best
         if not alive:
-            raise Unavailable(self._nothing_left())
+            raise Unavailable(self._nothing_left(slots))
         if cooling_for < math.inf:
             raise Unavailable(
                 Outcome(
@@ -397,13 +422,13 @@ class Scheduler:
             )
         )
 
-    def _nothing_left(self) -> Outcome:
-        """Why no key is left: the endpoint is unreachable, or every key was dropped (and
-        what the server said about each)."""
-        for endpoint in self._endpoints:
-            if endpoint.unreachable is not None:
-                return endpoint.unreachable
-        dropped = [(s.key, s.dropped) for s in self._slots if s.dropped is not None]
+    def _nothing_left(self, slots: Sequence[_Slot]) -> Outcome:
+        """Why none of ``slots`` is left: the endpoint is unreachable, or every key was
+        dropped (and what the server said about each)."""
+        for slot in slots:
+            if slot.endpoint.unreachable is not None:
+                return slot.endpoint.unreachable
+        dropped = [(s.key, s.dropped) for s in slots if s.dropped is not None]
         reasons = "; ".join(f"{key.fingerprint}: {why.message}" for key, why in dropped[:3])
         if len(dropped) > 3:
             reasons += f"; and {len(dropped) - 3} more"
