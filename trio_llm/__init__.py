@@ -80,7 +80,6 @@ _SOURCES: dict[str, str] = {
 }
 
 __all__ = [
-    "DEFAULT_FALLBACK_ON",
     "AnthropicMessages",
     "ApiKey",
     "BreakerPolicy",
@@ -88,6 +87,7 @@ __all__ = [
     "CharEstimator",
     "Completion",
     "ConfigurationError",
+    "DEFAULT_FALLBACK_ON",
     "Engine",
     "EngineStatistics",
     "ErrorInfo",
