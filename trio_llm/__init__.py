@@ -15,7 +15,6 @@ if _typing.TYPE_CHECKING:
     from ._breaker import BreakerPolicy as BreakerPolicy
     from ._config import Limits as Limits
     from ._config import RetryPolicy as RetryPolicy
-    from ._engine import DEFAULT_FALLBACK_ON as DEFAULT_FALLBACK_ON
     from ._engine import Engine as Engine
     from ._engine import EngineStatistics as EngineStatistics
     from ._engine import ResultStream as ResultStream
@@ -49,7 +48,6 @@ _SOURCES: dict[str, str] = {
     "BreakerPolicy": "._breaker",
     "Limits": "._config",
     "RetryPolicy": "._config",
-    "DEFAULT_FALLBACK_ON": "._engine",
     "Engine": "._engine",
     "EngineStatistics": "._engine",
     "ResultStream": "._engine",
@@ -87,7 +85,6 @@ __all__ = [
     "CharEstimator",
     "Completion",
     "ConfigurationError",
-    "DEFAULT_FALLBACK_ON",
     "Engine",
     "EngineStatistics",
     "ErrorInfo",

@@ -106,7 +106,7 @@ class Engine:
         breaker: when to stop sending to a failing key or provider (``None``: never).
         fallback_on: make ``routes`` an ordered chain: an item starts on the first route and
             moves to the next when it fails there for one of these kinds (``True``: the
-            kinds of ``DEFAULT_FALLBACK_ON``). ``None`` (the default) spreads the load over
+            kinds listed in ``trio_llm._engine.DEFAULT_FALLBACK_ON``: whatever another route may do better, not the input's own faults). ``None`` (the default) spreads the load over
             the routes by capacity instead.
 
     Use ``trio.run(engine.map, prompts)`` for a batch, or keep it open with
