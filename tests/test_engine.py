@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -118,7 +119,7 @@ async def test_concurrent_callers_share_the_concurrency_cap(
         for caller in range(3):
             nursery.start_soon(engine.map, [f"{caller}-{i}" for i in range(8)])
         for _ in range(5):
-            nursery.start_soon(engine.complete, "single")
+            nursery.start_soon(functools.partial(engine.complete, "single", priority="batch"))
     assert peak == 4
     # 29 requests, 4 at a time, 1 s each.
     assert trio.current_time() == pytest.approx(8.0)
@@ -576,3 +577,32 @@ async def test_a_key_the_server_echoes_is_redacted_everywhere(
     assert secret not in text
     assert secret[-12:] not in text
     assert "sk-…cdef" in result.error.message
+
+
+async def test_an_interactive_call_goes_ahead_of_a_running_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """During a batch at the rate limit, engine.complete() is sent within one request
+    interval of the keys (not behind every queued batch request), and the batch still gets
+    its share."""
+    sent: dict[str, float] = {}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent[last_user_text(request)] = trio.current_time()
+        await trio.sleep(0.5)
+        return completion("ok")
+
+    engine = make_engine(handler, limits=Limits(rpm=600), concurrency=64)  # 10/s
+    waits: list[float] = []
+    async with engine, trio.open_nursery() as nursery:
+        nursery.start_soon(engine.map, [f"batch {i}" for i in range(300)])
+        await trio.sleep(5)  # the batch has every slot and a queue of reservations
+        for n in range(10):
+            asked = trio.current_time()
+            result = await engine.complete(f"interactive {n}")
+            assert result.ok
+            waits.append(sent[f"interactive {n}"] - asked)
+            await trio.sleep(1)
+    assert max(waits) <= 0.1 + 0.01  # one request interval at 10/s (plus the send margin)
+    batch = sorted(t for text, t in sent.items() if text.startswith("batch"))
+    assert len(batch) == 300

@@ -57,6 +57,7 @@ class Sender:
         admit: Admission,
         on_sent: Callable[[Lease], None],
         route: int | None = None,
+        urgent: bool = False,
     ) -> Outcome:
         """Send ``request`` once, on the key that can send it soonest (of ``route`` only, if
         given); return how it ended.
@@ -65,7 +66,7 @@ class Sender:
         """
         try:
             lease = await self.scheduler.lease(
-                tokens, request.model, max_blocked=self.max_blocked_s, route=route
+                tokens, request.model, max_blocked=self.max_blocked_s, route=route, urgent=urgent
             )
         except Unavailable as exc:
             return exc.outcome

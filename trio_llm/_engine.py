@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import final
+from typing import Literal, TypeAlias, final
 
 import attrs
 import httpx
@@ -42,7 +42,10 @@ from ._scheduler import EndpointSpec, KeyStatistics, Scheduler
 from ._secrets import ApiKey
 from ._tokens import CharEstimator, Estimator
 
-__all__ = ["DEFAULT_FALLBACK_ON", "Engine", "EngineStatistics", "ResultStream"]
+__all__ = ["DEFAULT_FALLBACK_ON", "Engine", "EngineStatistics", "Priority", "ResultStream"]
+
+#: Which lane a call goes in: a background ``"batch"``, or ``"interactive"`` (ahead of it).
+Priority: TypeAlias = Literal["batch", "interactive"]
 
 #: What moves an item down a fallback chain by default: whatever another endpoint or model
 #: may do better (its context is longer, it serves the model, it is up, its keys are good),
@@ -73,12 +76,16 @@ class EngineStatistics:
         scheduled: requests holding a concurrency slot, waiting for their key's moment.
         waiting: requests ready to go but held back by the concurrency cap.
         keys: every key's state.
+        interactive_waiting: interactive calls waiting for one of their own slots.
+        interactive_in_flight: interactive calls holding one (waiting for a key, or sent).
     """
 
     in_flight: int
     scheduled: int
     waiting: int
     keys: tuple[KeyStatistics, ...]
+    interactive_waiting: int = 0
+    interactive_in_flight: int = 0
 
 
 @final
@@ -91,7 +98,9 @@ class Engine:
         routes: instead of ``provider`` and ``keys``: several endpoints, each with its keys.
         limits: per-key limits; ``Limits()`` (unknown) learns them from response headers.
         provider_limits: limits shared by all keys of the account, if any.
-        concurrency: the most requests in flight, shared by every caller of this engine.
+        concurrency: the most requests in flight, shared by every caller of this engine;
+            interactive calls (``complete``, ``priority="interactive"``) have a quarter as many
+            more of their own, so that a batch holding every slot never makes them wait.
         timeout: seconds per attempt (a trio cancel scope). The default, ten minutes as in the
             openai and anthropic SDKs, leaves room for slow models and for proxies that hold an
             over-limit request (LiteLLM: up to 60 s) rather than refuse it: an attempt cut off
@@ -106,8 +115,9 @@ class Engine:
         breaker: when to stop sending to a failing key or provider (``None``: never).
         fallback_on: make ``routes`` an ordered chain: an item starts on the first route and
             moves to the next when it fails there for one of these kinds (``True``: the
-            kinds listed in ``trio_llm._engine.DEFAULT_FALLBACK_ON``: whatever another route may do better, not the input's own faults). ``None`` (the default) spreads the load over
-            the routes by capacity instead.
+            kinds in ``trio_llm._engine.DEFAULT_FALLBACK_ON``, whatever another route may do
+            better, not the input's own faults). ``None`` (the default) spreads the load
+            over the routes by capacity instead.
 
     Use ``trio.run(engine.map, prompts)`` for a batch, or keep it open with
     ``async with engine:`` in a service so that concurrent callers share one HTTP layer, one
@@ -200,8 +210,10 @@ class Engine:
         self._transport = transport
         self._http2 = http2
         self._estimator: Estimator = estimator or CharEstimator()
-        # Shared by every caller: a priority lane would replace this one admission point.
+        # Shared by every caller. Interactive calls have slots of their own, so that they
+        # never wait for a slot held by a background batch (which may hold all of its own).
         self._limiter = trio.CapacityLimiter(concurrency)
+        self._interactive_limiter = trio.CapacityLimiter(max(2, concurrency // 4))
         self._scheduler: Scheduler | None = None
         self._scheduler_run: object = None
         self._http: HttpPool | None = None
@@ -254,7 +266,8 @@ class Engine:
             self._http = None
 
     def _new_http(self) -> HttpPool:
-        return HttpPool(self.concurrency, transport=self._transport, http2=self._http2)
+        in_flight = self.concurrency + self._interactive_limiter.total_tokens
+        return HttpPool(int(in_flight), transport=self._transport, http2=self._http2)
 
     def _scheduler_now(self) -> Scheduler:
         """This trio run's scheduler (buckets read trio's clock, so each run has its own)."""
@@ -264,7 +277,13 @@ class Engine:
             self._scheduler_run = run
         return self._scheduler
 
-    def _parts(self, http: HttpPool) -> RunParts:
+    def _parts(self, http: HttpPool, priority: Priority = "batch") -> RunParts:
+        if priority not in ("batch", "interactive"):
+            raise ConfigurationError(
+                f"priority must be 'batch' or 'interactive', got {priority!r}\n"
+                "HINT: engine.complete(prompt, priority='interactive')"
+            )
+        urgent = priority == "interactive"
         scheduler = self._scheduler_now()
         return RunParts(
             scheduler=scheduler,
@@ -274,7 +293,8 @@ class Engine:
                 timeout_s=self.timeout,
                 max_blocked_s=self.retry.max_retry_after,
             ),
-            limiter=self._limiter,
+            limiter=self._interactive_limiter if urgent else self._limiter,
+            urgent=urgent,
             events=self.events,
             retry=self.retry,
             estimator=self._estimator,
@@ -301,6 +321,7 @@ class Engine:
         *,
         deadline: float | None = None,
         budget_usd: float | None = None,
+        priority: Priority = "batch",
     ) -> list[Result]:
         """Send every prompt; return one ``Result`` per prompt, in input order.
 
@@ -313,6 +334,8 @@ class Engine:
                 are failed results of kind ``deadline``.
             budget_usd: stop sending once what was spent plus what requests in flight may
                 cost would exceed this; unsent items are failed results of kind ``budget``.
+            priority: ``"batch"``, or ``"interactive"`` to go ahead of batches sharing the
+                keys (the batch keeps a fifth of the grants).
 
         Raises:
             ConfigurationError: misuse (a single string instead of a list, a bad deadline).
@@ -329,7 +352,12 @@ class Engine:
             results[result.index] = result
 
         async with self._session() as http:
-            run = Run(self._parts(http), _length(prompts), deadline=deadline, budget_usd=budget_usd)
+            run = Run(
+                self._parts(http, priority),
+                _length(prompts),
+                deadline=deadline,
+                budget_usd=budget_usd,
+            )
             await run.execute(prompts, deliver)
         complete = [r for r in results if r is not None]
         assert len(complete) == len(results), "every read input has exactly one result"
@@ -343,6 +371,7 @@ class Engine:
         *,
         deadline: float | None = None,
         budget_usd: float | None = None,
+        priority: Priority = "batch",
     ) -> ResultStream:
         """Results in completion order (``deadline`` and ``budget_usd`` as in ``map``).
 
@@ -354,14 +383,20 @@ class Engine:
         """
         _check_source(prompts, "stream")
         check_run_options(self, deadline, budget_usd)
-        return ResultStream(self, prompts, deadline=deadline, budget_usd=budget_usd)
+        return ResultStream(
+            self, prompts, deadline=deadline, budget_usd=budget_usd, priority=priority
+        )
 
-    async def complete(self, prompt: Prompt) -> Result:
-        """Send one request (with retries) and return its result: for a service's handlers."""
+    async def complete(self, prompt: Prompt, *, priority: Priority = "interactive") -> Result:
+        """Send one request (with retries) and return its result: for a service's handlers.
+
+        It is interactive by default: it goes ahead of batches running on the same engine
+        (``priority="batch"`` queues it with them).
+        """
         _check_trio("engine.complete")
         request = to_request(prompt)
         async with self._session() as http:
-            return await Run(self._parts(http), 1).process(Item(0, request))
+            return await Run(self._parts(http, priority), 1).process(Item(0, request))
 
     # --- reading -------------------------------------------------------------------------
     def statistics(self) -> EngineStatistics:
@@ -370,9 +405,14 @@ class Engine:
         sent = sum(k.in_flight for k in keys)
         return EngineStatistics(
             in_flight=sent,
-            scheduled=max(0, self._limiter.borrowed_tokens - sent),
+            scheduled=max(
+                0,
+                self._limiter.borrowed_tokens + self._interactive_limiter.borrowed_tokens - sent,
+            ),
             waiting=self._limiter.statistics().tasks_waiting,
             keys=keys,
+            interactive_waiting=self._interactive_limiter.statistics().tasks_waiting,
+            interactive_in_flight=self._interactive_limiter.borrowed_tokens,
         )
 
     def _key_statistics(self) -> tuple[KeyStatistics, ...]:
@@ -406,8 +446,10 @@ class ResultStream:
         *,
         deadline: float | None,
         budget_usd: float | None,
+        priority: Priority = "batch",
     ) -> None:
         self._engine = engine
+        self._priority = priority
         self._prompts = prompts
         self._deadline = deadline
         self._budget = budget_usd
@@ -418,7 +460,7 @@ class ResultStream:
     def _start(self, nursery: trio.Nursery, http: HttpPool) -> trio.MemoryReceiveChannel[Result]:
         engine = self._engine
         run = self._run = Run(
-            engine._parts(http),
+            engine._parts(http, self._priority),
             _length(self._prompts),
             deadline=self._deadline,
             budget_usd=self._budget,

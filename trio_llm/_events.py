@@ -16,7 +16,8 @@ The catalogue (name: when; fields):
 ``run.started``        a map/stream/run_file begins; ``run_id``, ``total`` (or None), ``keys``
 ``run.finished``       it ended; ``run_id``, ``succeeded``, ``failed``, ``wall_s``, ``stopped``
 ``request.sent``       an attempt leaves; ``index``, ``id``, ``attempt``, ``key_id``,
-                       ``est_tokens``
+                       ``est_tokens``, ``queued_s`` (its wait for a slot and a key),
+                       ``priority`` (``batch`` or ``interactive``)
 ``request.succeeded``  a completion arrived; ``index``, ``id``, ``attempt``, ``key_id``,
                        ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd``
 ``request.retrying``   an attempt failed and will be retried; ``index``, ``id``, ``attempt``,

@@ -66,6 +66,8 @@ class RunParts:
     routes: tuple[str, ...] = ()
     #: When set, the routes are a chain: an item moves on when it fails for one of these.
     fallback_on: frozenset[ErrorKind] | None = None
+    #: An interactive call: its own slots, and it reserves ahead of the batch.
+    urgent: bool = False
 
 
 @attrs.define(eq=False)
@@ -334,6 +336,8 @@ class Run:
                 return Outcome(kind=self.stopped.kind, message=self.stopped.message, sent=False)
             return self._hold_budget(request, lease, tokens, progress)
 
+        asked = trio.current_time()
+
         def sent(lease: Lease) -> None:
             now = trio.current_time()
             progress.sent += 1
@@ -354,12 +358,20 @@ class Run:
                     attempt=progress.sent,
                     key_id=lease.key.fingerprint,
                     est_tokens=tokens,
+                    queued_s=now - asked,
+                    priority="interactive" if parts.urgent else "batch",
                 )
 
         while True:
+            asked = trio.current_time()
             async with parts.limiter:
                 outcome = await parts.sender.attempt(
-                    request, tokens=tokens, admit=admit, on_sent=sent, route=route
+                    request,
+                    tokens=tokens,
+                    admit=admit,
+                    on_sent=sent,
+                    route=route,
+                    urgent=parts.urgent,
                 )
             self._release_budget(progress, outcome)
             if outcome.ok or not outcome.sent:

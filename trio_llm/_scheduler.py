@@ -26,6 +26,7 @@ the key's tokens per minute.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -52,6 +53,10 @@ __all__ = ["EndpointSpec", "KeyStatistics", "Lease", "Scheduler", "Unavailable"]
 #: Connect-level failures in a row, with no request to the endpoint ever answered, after which
 #: the endpoint counts as unreachable (a wrong port or host), not busy.
 UNREACHABLE_AFTER = 3
+#: The least share of grants the batch keeps while interactive requests go ahead of it,
+#: over the last _SHARE_WINDOW grants.
+BATCH_SHARE = 0.2
+_SHARE_WINDOW = 50
 #: A request that must wait at least this long for its key says so (``request.waiting``).
 WAITING_EVENT_S = 5.0
 
@@ -197,6 +202,7 @@ class _Want:
     tokens: float
     reserved: bool
     give_up: float = math.inf  # when to stop waiting for a key that may not send at all
+    urgent: bool = False  # an interactive request: it reserves ahead of the batch
     taken: tuple[Taken, Taken] = ((0.0, 0.0), (0.0, 0.0))  # from the key's, the endpoint's
 
 
@@ -304,6 +310,8 @@ class Scheduler:
                 self._slots.append(slot)
             self._endpoints.append(endpoint)
         self._granted = 0
+        # Which lane the recent grants went to (True: the batch), for the batch's share.
+        self._recent_lanes: collections.deque[bool] = collections.deque(maxlen=_SHARE_WINDOW)
 
     # --- asking --------------------------------------------------------------------------
     async def lease(
@@ -313,6 +321,7 @@ class Scheduler:
         *,
         max_blocked: float,
         route: int | None = None,
+        urgent: bool = False,
     ) -> Lease:
         """Wait until some key may send a request of ``tokens``; return its lease.
 
@@ -323,6 +332,8 @@ class Scheduler:
                 after a 429, an open breaker); after that it fails with their last failure.
             route: only this endpoint (its position), or ``None`` for whichever can send
                 soonest.
+            urgent: an interactive request: it takes the first moment ahead of the batch
+                requests already waiting for the same buckets (which keep a guaranteed share).
 
         Raises:
             Unavailable: nothing can be sent for it (see the module docs).
@@ -332,8 +343,11 @@ class Scheduler:
         while True:
             slot, rates = self._choose(tokens, model, max_blocked, route)
             now = trio.current_time()
-            want = _Want(slot, rates, tokens, reserved=False, give_up=give_up)
+            want = _Want(slot, rates, tokens, reserved=False, give_up=give_up, urgent=urgent)
+            passed = self._make_room(want) if urgent else []
             deadline = self._deadline(want, now)
+            for waiter in passed:  # the batch requests it went ahead of, in their order
+                WaitQueue.retime(waiter, self._deadline(waiter.data, now))
             if deadline <= now:
                 return self._grant(want, now)
             wait = deadline - now
@@ -506,6 +520,7 @@ class Scheduler:
 
     def _grant(self, want: _Want, now: float) -> Lease:
         slot = want.slot
+        self._recent_lanes.append(not want.urgent)
         slot.in_flight += 1
         self._granted += 1
         slot.granted = self._granted
@@ -525,9 +540,15 @@ class Scheduler:
 
     def _behind(self, first: int, waiters: Iterable[Waiter[_Want]]) -> list[Waiter[_Want]]:
         """The reserved waiters that share a bucket with any of ``waiters`` and came after
-        number ``first``, in arrival order."""
-        models = {id(w.data.rates) for w in waiters}
-        endpoints = {id(w.data.slot.endpoint) for w in waiters if w.data.slot.endpoint.limited}
+        number ``first``, in queue order."""
+        return self._sharing(first, [w.data for w in waiters])
+
+    def _sharing(self, first: int, wants: Iterable[_Want]) -> list[Waiter[_Want]]:
+        """The waiters that share a bucket with any of ``wants`` and came after number
+        ``first``, in queue order (urgent ones first, then by arrival)."""
+        wants = list(wants)
+        models = {id(w.rates) for w in wants}
+        endpoints = {id(w.slot.endpoint) for w in wants if w.slot.endpoint.limited}
         found: dict[int, Waiter[_Want]] = {}
         for slot in self._slots:
             shares = id(slot.endpoint) in endpoints
@@ -537,7 +558,7 @@ class Scheduler:
                 for waiter in slot.queues[rates.model]:
                     if waiter.seq > first and not waiter.leaving:
                         found[waiter.seq] = waiter
-        return [found[seq] for seq in sorted(found)]
+        return sorted(found.values(), key=_queue_order)
 
     def _rearrange(self, moved: list[Waiter[_Want]], *, wake: bool) -> None:
         """Give back the units of ``moved`` and of everyone behind them; then wake ``moved``
@@ -554,10 +575,24 @@ class Scheduler:
             moving = set(moved)
             again = [w for w in behind if w not in moving]
         else:
-            again = sorted({*moved, *behind}, key=lambda w: w.seq)
+            again = sorted({*moved, *behind}, key=_queue_order)
         now = trio.current_time()
         for waiter in again:
             WaitQueue.retime(waiter, self._deadline(waiter.data, now))
+
+    def _make_room(self, want: _Want) -> list[Waiter[_Want]]:
+        """Let an urgent request reserve ahead of the batch: give back the reservations of
+        the batch requests waiting for the same buckets (they are re-reserved behind it).
+
+        The batch keeps a guaranteed share: while it got less than ``BATCH_SHARE`` of the
+        recent grants, urgent requests queue like everyone else."""
+        recent = self._recent_lanes
+        if len(recent) >= _SHARE_WINDOW and sum(recent) / len(recent) < BATCH_SHARE:
+            return []
+        passed = [w for w in self._sharing(0, [want]) if not w.data.urgent and w.data.reserved]
+        for waiter in passed:
+            self._unreserve(waiter.data)
+        return passed
 
     def _retime(self, slot: _Slot, rates: RateModel) -> None:
         """The buckets of ``rates`` changed: re-reserve its waiters (and those behind them) in
@@ -743,6 +778,11 @@ class Scheduler:
     def alive(self) -> int:
         """How many keys are not dropped."""
         return sum(1 for slot in self._slots if slot.dropped is None)
+
+
+def _queue_order(waiter: Waiter[_Want]) -> tuple[bool, int]:
+    """Urgent waiters first, then by arrival."""
+    return (not waiter.data.urgent, waiter.seq)
 
 
 def _bucket(per_minute: float | None, burst_s: float) -> TokenBucket:
