@@ -127,22 +127,27 @@ async def take(scheduler: Scheduler, tokens: float = 1) -> str:
 async def test_picks_the_key_that_can_send_soonest(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Keys ready alike share the requests evenly (a full bucket idle is refill wasted)."""
+    """Keys ready alike share the requests evenly (a full bucket idle is refill wasted), and
+    once they are drained each request goes when the soonest of them can send."""
     scheduler, _ = make(A, B, limits=Limits(rpm=600))  # 10/s, 10 per burst
     assert scheduler.alive == 2
-    start = left(scheduler, FP_A)
-    assert left(scheduler, FP_B) == start
-    # A key is ready while it holds one request plus the send margin's refill.
-    room = int(start - 10 * M)
+    # Half full, the second key half a request lower: they refill out of step.
+    assert left(scheduler, FP_A) == 5.0
+    assert left(scheduler, FP_B) == 4.5
     with trio.fail_after(10):
-        used = [await take(scheduler) for _ in range(2 * room)]
-    assert used == [FP_A, FP_B] * room
-    assert trio.current_time() == 0.0
-    assert left(scheduler, FP_A) < 1 + 10 * M
-    # Both drained alike: the next one goes when the first of them can send.
-    with trio.fail_after(10):
+        used = []
+        while trio.current_time() == 0.0:
+            used.append(await take(scheduler))
+    at_once = used[:-1]
+    assert at_once[: 2 * 3] == [FP_A, FP_B] * 3  # alternating while both have room
+    assert abs(at_once.count(FP_A) - at_once.count(FP_B)) <= 1
+    # Drained, the next ones come one key after the other, half an interval apart.
+    times = []
+    for _ in range(4):
         await take(scheduler)
-    assert trio.current_time() == pytest.approx((1 + 10 * M - (start - room)) / 10)
+        times.append(trio.current_time())
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
+    assert gaps == [0.05, 0.05, 0.05]
 
 
 async def test_equally_ready_keys_share_by_fewest_in_flight(

@@ -104,18 +104,29 @@ class TokenBucket:
         self._refill()
         return self._level
 
-    def delay(self, amount: float, margin_s: float = 0.0, after: float = 0.0) -> float:
+    def delay(
+        self, amount: float, margin_s: float = 0.0, after: float = 0.0, credit: float = 0.0
+    ) -> float:
         """Seconds until ``amount`` units could be taken, if nobody else takes any first.
 
         ``margin_s`` asks for that many seconds of refill on top, so that a server counting
         the same bucket with its own clock and rounding is never a hair short. A request at
         least as large as the capacity waits for a full bucket and then the margin too.
         ``after``: not before that many seconds from now (the answer is at least ``after``).
+        ``credit``: as if that many reserved units were given back first (what a request
+        that may go ahead of those reservations would wait).
         """
         if self._rate is None:
             return max(0.0, after)
         self._refill()
-        return self._wait(amount, margin_s, after)[0]
+        if not credit:
+            return self._wait(amount, margin_s, after)[0]
+        level = self._level
+        self._level = min(self._capacity, level + credit)
+        try:
+            return self._wait(amount, margin_s, after)[0]
+        finally:
+            self._level = level
 
     def _wait(self, amount: float, margin_s: float, after: float) -> tuple[float, float, float]:
         """(wait, moment, level): ``amount`` can be taken after ``wait`` seconds, no earlier

@@ -99,10 +99,17 @@ class RateModel:
         events: where ``limits.updated`` and ``key.cooling`` go.
         key_id: the key's fingerprint, for those events.
         model: the model these limits are for.
+        phase: a fraction of one request by which this key's requests bucket starts lower
+            than the others', so that keys alike refill out of step and their requests
+            interleave instead of leaving in lockstep (a newcomer then waits a fraction of
+            one key's interval for the soonest key, not a whole one).
     """
 
-    def __init__(self, limits: Limits, events: ev.EventHub, key_id: str, model: str) -> None:
+    def __init__(
+        self, limits: Limits, events: ev.EventHub, key_id: str, model: str, phase: float = 0.0
+    ) -> None:
         self.limits = limits
+        self._phase = phase
         self.key_id = key_id
         self.model = model
         self._events = events
@@ -175,7 +182,8 @@ class RateModel:
             was_unlimited = bucket.rate is None
             bucket.set_rate(rate, capacity)
             if was_unlimited:
-                bucket.lower_to(capacity * _START_LEVEL)
+                start = capacity * _START_LEVEL
+                bucket.lower_to(start - self._phase if bucket is self.requests else start)
             changed = True
         return changed
 
@@ -192,11 +200,14 @@ class RateModel:
         clock, a scheduling hiccup later than ours)."""
         return self._full_margin_s if tokens >= self.tokens.capacity else SEND_MARGIN_S
 
-    def delay(self, tokens: float, after: float) -> float:
-        """Seconds until a request of ``tokens`` could go, no earlier than ``after``."""
+    def delay(self, tokens: float, after: float, *, ahead: bool = False) -> float:
+        """Seconds until a request of ``tokens`` could go, no earlier than ``after`` (``ahead``:
+        if it went before every request waiting here: the reserved units count as there)."""
         return max(
-            self.requests.delay(1, SEND_MARGIN_S, after),
-            self.tokens.delay(tokens, self._token_margin(tokens), after),
+            self.requests.delay(1, SEND_MARGIN_S, after, self.pending_requests if ahead else 0.0),
+            self.tokens.delay(
+                tokens, self._token_margin(tokens), after, self.pending_tokens if ahead else 0.0
+            ),
         )
 
     def reserve(self, tokens: float, after: float) -> tuple[float, Taken]:

@@ -176,6 +176,7 @@ class _Slot:
         self.granted = 0  # when it was last granted (a scheduler-wide sequence number)
         self._events = events
         self._numbering = numbering
+        self.phase = 0.0  # set by the scheduler: its place among the endpoint's keys
         self.models: dict[str, RateModel] = {}
         self.queues: dict[str, WaitQueue[_Want]] = {}
 
@@ -183,7 +184,7 @@ class _Slot:
         rates = self.models.get(model)
         if rates is None:
             rates = self.models[model] = RateModel(
-                self.limits, self._events, self.key.fingerprint, model
+                self.limits, self._events, self.key.fingerprint, model, self.phase
             )
             self.queues[model] = WaitQueue(self._numbering)
         return rates
@@ -306,6 +307,7 @@ class Scheduler:
             endpoint.index = len(self._endpoints)
             for key in spec.keys:
                 slot = _Slot(key, endpoint, spec.limits, breaker, events, numbering)
+                slot.phase = len(endpoint.slots) / len(spec.keys)
                 endpoint.slots.append(slot)
                 self._slots.append(slot)
             self._endpoints.append(endpoint)
@@ -341,7 +343,7 @@ class Scheduler:
         await trio.lowlevel.checkpoint_if_cancelled()
         give_up = trio.current_time() + max_blocked
         while True:
-            slot, rates = self._choose(tokens, model, max_blocked, route)
+            slot, rates = self._choose(tokens, model, max_blocked, route, urgent=urgent)
             now = trio.current_time()
             want = _Want(slot, rates, tokens, reserved=False, give_up=give_up, urgent=urgent)
             passed = self._make_room(want) if urgent else []
@@ -379,7 +381,13 @@ class Scheduler:
                 raise Unavailable(self._blocked_outcome(slot, rates, max_blocked))
 
     def _choose(
-        self, tokens: float, model: str | None, max_blocked: float, route: int | None = None
+        self,
+        tokens: float,
+        model: str | None,
+        max_blocked: float,
+        route: int | None = None,
+        *,
+        urgent: bool = False,
     ) -> tuple[_Slot, RateModel]:
         """The key that can send soonest, or ``Unavailable``."""
         now = trio.current_time()
@@ -407,7 +415,10 @@ class Scheduler:
             blocked = self._blocked(slot, rates, now)
             delay = blocked
             if blocked < math.inf:
-                delay = max(rates.delay(tokens, blocked), endpoint.delay(tokens, blocked))
+                # An urgent request goes ahead of the waiters: what they reserved is its too.
+                delay = max(
+                    rates.delay(tokens, blocked, ahead=urgent), endpoint.delay(tokens, blocked)
+                )
             rank = (delay, slot.in_flight, slot.granted)
             if best is None or rank < best_rank:
                 best, best_rank = (slot, rates), rank
