@@ -16,6 +16,9 @@ the engine can run on any of them (``Engine._new_http`` swapped in the child). T
 * ``conn``: one ``httpcore.AsyncHTTPConnection`` per request in flight, kept on a free list:
   httpcore still parses HTTP (h11) and owns each connection; only the pool above it goes
   (httpcore's pool walks its connections and its queue on every request and every release).
+* ``conn2``: the same on ``httpcore2`` (httpx2's core).
+* ``aiohttp-thread``: aiohttp on uvloop in a thread of its own, bridged to trio (one park and
+  one wake per request): maintained libraries do all the HTTP; trio-llm's engine stays trio.
 * ``aiohttp``: the yardstick: ``aiohttp.ClientSession`` on asyncio + uvloop.
 
 A child (``python -m benchmarks._backends SPEC_JSON``) runs one candidate once and prints one
@@ -144,17 +147,18 @@ class _Targets:
     """Parsed URLs and encoded headers, cached: the engine sends to a handful of URLs with a
     handful of header sets, so httpcore's models can be built from ready bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: Any = None) -> None:
+        if module is None:
+            import httpcore as module
+        self._module = module
         self._urls: dict[str, Any] = {}
         self._hosts: dict[tuple[bytes, int | None], bytes] = {}
 
     def url(self, url: str) -> Any:
-        import httpcore
-
         parsed = self._urls.get(url)
         if parsed is None:
             u = httpx.URL(url)
-            parsed = self._urls[url] = httpcore.URL(
+            parsed = self._urls[url] = self._module.URL(
                 scheme=u.raw_scheme, host=u.raw_host, port=u.port, target=u.raw_path
             )
             self._hosts[parsed.host, parsed.port] = u.netloc
@@ -221,13 +225,13 @@ class ConnectionPerSlot:
     new one opened (httpcore reconnects nothing by itself on a bare connection).
     """
 
-    def __init__(self, concurrency: int) -> None:
-        import httpcore
-
-        self._httpcore = httpcore
+    def __init__(self, concurrency: int, module: Any = None) -> None:
+        if module is None:
+            import httpcore as module
+        self._httpcore = module
         self._idle: list[Any] = []
         self._all: set[Any] = set()
-        self._targets = _Targets()
+        self._targets = _Targets(module)
 
     async def __aenter__(self) -> ConnectionPerSlot:
         return self
@@ -276,6 +280,107 @@ class ConnectionPerSlot:
                     await conn.aclose()
 
 
+class AiohttpThread:
+    """aiohttp on a uvloop event loop in a thread of its own, behind ``HttpPool``'s interface.
+
+    ``send`` hands the request to the loop (``run_coroutine_threadsafe``) and parks the trio
+    task; the loop's done-callback wakes it through the trio token. HTTP parsing, pooling and
+    socket I/O all run in aiohttp/uvloop (C), so trio schedules one park and one wake per
+    request. Both threads share the GIL, so this is one core's worth of Python, split.
+    Cancelling the trio task cancels the aiohttp request.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self._concurrency = concurrency
+        self._loop: Any = None
+        self._session: Any = None
+        self._thread: threading.Thread | None = None
+        self._token: Any = None
+
+    async def __aenter__(self) -> AiohttpThread:
+        import asyncio
+
+        import aiohttp
+        import trio
+        import uvloop
+
+        self._token = trio.lowlevel.current_trio_token()
+        loop = uvloop.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="aiohttp-loop", daemon=True)
+        self._thread.start()
+        await trio.to_thread.run_sync(ready.wait)
+        self._loop = loop
+
+        async def open_session() -> Any:
+            connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=0)
+            return aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                skip_auto_headers=("user-agent",),
+            )
+
+        future = asyncio.run_coroutine_threadsafe(open_session(), loop)
+        self._session = await trio.to_thread.run_sync(future.result)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        import asyncio
+
+        import trio
+
+        future = asyncio.run_coroutine_threadsafe(self._session.close(), self._loop)
+        await trio.to_thread.run_sync(future.result)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        await trio.to_thread.run_sync(self._thread.join)
+        self._loop.close()
+
+    async def _request(self, request: HttpRequest) -> RawResponse:
+        async with self._session.request(
+            request.method, request.url, data=request.content, headers=request.headers
+        ) as response:
+            body = await response.read()
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.raw_headers
+            }
+            return RawResponse(response.status, headers, body)
+
+    async def send(self, request: HttpRequest) -> RawResponse:
+        import asyncio
+
+        import outcome
+        import trio
+
+        task = trio.lowlevel.current_task()
+        token = self._token
+        state = {"aborted": False}
+        future = asyncio.run_coroutine_threadsafe(self._request(request), self._loop)
+
+        def wake(result: Any) -> None:  # in the trio thread
+            if not state["aborted"]:
+                trio.lowlevel.reschedule(task, result)
+
+        def done(f: Any) -> None:  # in the loop's thread
+            token.run_sync_soon(wake, outcome.capture(f.result))
+
+        future.add_done_callback(done)
+
+        def abort(_raise_cancel: Any) -> Any:
+            state["aborted"] = True
+            future.cancel()
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: RawResponse = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
+
 def make_pool(name: str, concurrency: int, spec: Mapping[str, Any]) -> Any:
     """The HTTP layer called ``name`` (see the module docstring)."""
     if name == "httppool":
@@ -293,6 +398,12 @@ def make_pool(name: str, concurrency: int, spec: Mapping[str, Any]) -> Any:
         return HttpcorePool(concurrency)
     if name == "conn":
         return ConnectionPerSlot(concurrency)
+    if name == "conn2":
+        import httpcore2
+
+        return ConnectionPerSlot(concurrency, httpcore2)
+    if name == "aiohttp-thread":
+        return AiohttpThread(concurrency)
     raise ValueError(f"unknown HTTP layer {name!r}")
 
 

@@ -68,6 +68,13 @@ H2_STREAMS = 100
 def _extra(parser: Any) -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"among {', '.join(PARTS)}")
     parser.add_argument("--skip-10k", action="store_true", help="concurrency: 1,000 only")
+    parser.add_argument("--only-10k", action="store_true", help="concurrency: 10,000 only")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated substrings: race only the candidates whose label has one "
+        "(the aiohttp yardstick always runs)",
+    )
 
 
 # --- servers --------------------------------------------------------------------------------
@@ -202,6 +209,9 @@ OVERHEAD_CANDIDATES: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
     ("engine on HttpPool (today)", "engine", "httppool", "uvicorn", {}),
     ("engine on httpx2", "engine", "httpx2", "uvicorn", {}),
     ("engine on httpcore connection per slot", "engine", "conn", "uvicorn", {}),
+    ("httpcore2 connection per slot (no pool)", "loop", "conn2", "uvicorn", {}),
+    ("aiohttp in a uvloop thread, bridged to trio", "loop", "aiohttp-thread", "uvicorn", {}),
+    ("engine on aiohttp in a uvloop thread", "engine", "aiohttp-thread", "uvicorn", {}),
     ("[hypercorn] aiohttp h1", "aiohttp", "-", "hypercorn", {}),
     ("[hypercorn] HttpPool h1", "loop", "httppool", "hypercorn", {}),
     ("[hypercorn] httpcore connection per slot h1", "loop", "conn", "hypercorn", {}),
@@ -209,6 +219,18 @@ OVERHEAD_CANDIDATES: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
     ("[hypercorn] httpx h2c, 4 connections", "loop", "h2", "hypercorn", {"connections": 4}),
     ("[hypercorn] engine on h2c, 1 connection", "engine", "h2", "hypercorn", {"connections": 1}),
 )
+
+
+def _selected(
+    candidates: Sequence[tuple[str, str, str, str, dict[str, Any]]], only: str
+) -> tuple[tuple[str, str, str, str, dict[str, Any]], ...]:
+    """The candidates named by ``--only`` (all when empty), the yardsticks always."""
+    words = [w.strip().lower() for w in only.split(",") if w.strip()]
+    if not words:
+        return tuple(candidates)
+    return tuple(
+        c for c in candidates if c[1] == "aiohttp" or any(w in c[0].lower() for w in words)
+    )
 
 
 def _uptime() -> str:
@@ -278,10 +300,11 @@ def _med(runs: list[dict[str, Any]], key: str) -> float:
 # --- part 1 ---------------------------------------------------------------------------------
 
 
-def part_overhead(n: int, runs: int, quick: bool) -> dict[str, Any]:
+def part_overhead(n: int, runs: int, quick: bool, only: str = "") -> dict[str, Any]:
     load_before = _uptime()
+    candidates = _selected(OVERHEAD_CANDIDATES, only)
     raw = _race(
-        OVERHEAD_CANDIDATES,
+        candidates,
         n=n,
         concurrency=CONCURRENCY,
         latency=0.0,
@@ -291,11 +314,11 @@ def part_overhead(n: int, runs: int, quick: bool) -> dict[str, Any]:
     )
     load_after = _uptime()
     yard = {
-        "uvicorn": raw["aiohttp + asyncio + uvloop (yardstick)"],
-        "hypercorn": raw["[hypercorn] aiohttp h1"],
+        "uvicorn": raw.get("aiohttp + asyncio + uvloop (yardstick)", []),
+        "hypercorn": raw.get("[hypercorn] aiohttp h1", []),
     }
     rows = []
-    for label, _loop, _backend, server, _extra in OVERHEAD_CANDIDATES:
+    for label, _loop, _backend, server, _extra in candidates:
         runs_ = raw[label]
         rps, cpu = _med(runs_, "req_per_s"), _med(runs_, "cpu_us_per_req")
         y_rps, y_cpu = _med(yard[server], "req_per_s"), _med(yard[server], "cpu_us_per_req")
@@ -338,22 +361,29 @@ CONCURRENCY_CANDIDATES: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = 
     ("httpcore connection per slot", "loop", "conn", "uvicorn", {}),
     ("engine on HttpPool (today)", "engine", "httppool", "uvicorn", {}),
     ("engine on httpcore connection per slot", "engine", "conn", "uvicorn", {}),
+    ("aiohttp in a uvloop thread, bridged to trio", "loop", "aiohttp-thread", "uvicorn", {}),
+    ("engine on aiohttp in a uvloop thread", "engine", "aiohttp-thread", "uvicorn", {}),
     ("[hypercorn] httpx h2c, 100 streams/conn", "loop", "h2", "hypercorn", {}),
     ("[hypercorn] engine on h2c, 100 streams/conn", "engine", "h2", "hypercorn", {}),
 )
 
 
-def part_concurrency(runs: int, quick: bool, skip_10k: bool) -> list[dict[str, Any]]:
+def part_concurrency(
+    runs: int, quick: bool, skip_10k: bool, only_10k: bool = False, only: str = ""
+) -> list[dict[str, Any]]:
     scenarios = [(250, 1.0, 1000), (2500, 2.0, 10000)] if quick else [(1000, 2.0, 4000)]
     if not quick and not skip_10k:
         scenarios.append((10000, 10.0, 40000))
+    if only_10k and not quick:
+        scenarios = [(10000, 10.0, 40000)]
+    candidates = _selected(CONCURRENCY_CANDIDATES, only)
     tables = []
     for concurrency, latency, n in scenarios:
         ideal = n / concurrency * latency
         load_before = _uptime()
         print(f"\n{concurrency} in flight, {latency:g} s latency, {n} requests", flush=True)
         raw = _race(
-            CONCURRENCY_CANDIDATES,
+            candidates,
             n=n,
             concurrency=concurrency,
             latency=latency,
@@ -363,7 +393,7 @@ def part_concurrency(runs: int, quick: bool, skip_10k: bool) -> list[dict[str, A
         )
         load_after = _uptime()
         rows = []
-        for label, *_ in CONCURRENCY_CANDIDATES:
+        for label, *_ in candidates:
             runs_ = raw[label]
             wall = _med(runs_, "wall_s")
             rows.append(
@@ -518,6 +548,7 @@ def part_json(quick: bool) -> dict[str, Any]:
 
 PROFILED: tuple[tuple[str, str, str], ...] = (
     ("engine on HttpPool (today)", "engine", "httppool"),
+    ("engine on aiohttp in a uvloop thread", "engine", "aiohttp-thread"),
     ("bare loop on httpcore connection per slot", "loop", "conn"),
     ("aiohttp + uvloop", "aiohttp", "-"),
 )
@@ -632,11 +663,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tables: list[tuple[str, list[str], list[list[object]]]] = []
     summary: dict[str, Any] = {"nofile": list(nofile), "parts": {}}
     if "overhead" in parts:
-        doc = part_overhead(n, options.runs, options.quick)
+        doc = part_overhead(n, options.runs, options.quick, options.extra.only)
         tables.append((doc["title"], doc["headers"], doc["rows"]))
         summary["parts"]["overhead"] = doc
     if "concurrency" in parts:
-        for doc in part_concurrency(options.runs, options.quick, options.extra.skip_10k):
+        for doc in part_concurrency(
+            options.runs,
+            options.quick,
+            options.extra.skip_10k,
+            options.extra.only_10k,
+            options.extra.only,
+        ):
             tables.append((doc["title"], doc["headers"], doc["rows"]))
             summary["parts"].setdefault("concurrency", []).append(doc)
     if "json" in parts:
