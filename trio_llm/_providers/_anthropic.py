@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, final
 
@@ -15,6 +14,7 @@ from ._base import (
     Completion,
     HttpRequest,
     checked_base_url,
+    dump_json,
     error_from_response,
     load_json,
     malformed,
@@ -98,7 +98,7 @@ class AnthropicMessages:
                 "x-api-key": api_key,
                 "anthropic-version": ANTHROPIC_VERSION,
             },
-            content=json.dumps(self.build_body(request), separators=(",", ":")).encode(),
+            content=dump_json(self.build_body(request)),
         )
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> Completion:

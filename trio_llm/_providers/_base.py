@@ -7,12 +7,12 @@ into a ``Completion`` — or raises ``ProviderError`` with the kind from the one
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
+import orjson
 
 from .._errors import ConfigurationError, ProviderError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
@@ -25,6 +25,7 @@ __all__ = [
     "HttpRequest",
     "Provider",
     "checked_base_url",
+    "dump_json",
     "error_from_response",
     "load_json",
     "malformed",
@@ -37,8 +38,18 @@ PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, Rec
 
 
 def load_json(body: bytes) -> Any:
-    """The JSON value of a response body (raises one of ``PARSE_ERRORS`` when it is not)."""
-    return json.loads(body)
+    """The JSON value of a response body (raises one of ``PARSE_ERRORS`` when it is not).
+
+    orjson: 2-11 x faster than the standard library on our bodies (benchmarks/
+    HTTP_BACKENDS.md); like it, it refuses what is not JSON (NaN, ``Infinity``).
+    """
+    return orjson.loads(body)
+
+
+def dump_json(value: Any) -> bytes:
+    """A request body as compact JSON bytes (raises ``TypeError`` for what JSON cannot
+    carry, a ``Decimal`` say)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 def token_count(value: object, field: str) -> int:
