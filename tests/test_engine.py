@@ -606,3 +606,19 @@ async def test_an_interactive_call_goes_ahead_of_a_running_batch(
     assert max(waits) <= 0.1 + 0.01  # one request interval at 10/s (plus the send margin)
     batch = sorted(t for text, t in sent.items() if text.startswith("batch"))
     assert len(batch) == 300
+
+
+def test_too_many_requests_in_flight_for_the_open_file_limit_fail_at_start() -> None:
+    """A concurrency the process cannot open sockets for is refused before the run starts,
+    saying how far to lower it, instead of failing requests mid-run with EMFILE."""
+    import resource
+
+    from trio_llm._http import ensure_open_files
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files here")
+    with pytest.raises(trio_llm.ConfigurationError, match="HINT: lower the concurrency"):
+        ensure_open_files(hard + 1)
+    ensure_open_files(min(1000, hard - 100))  # raises the soft limit when needed
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= min(1000, hard - 100)

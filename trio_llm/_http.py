@@ -26,6 +26,7 @@ from typing import final
 
 import httpx
 
+from ._errors import ConfigurationError
 from ._policy import ErrorKind
 from ._providers import HttpRequest
 
@@ -90,6 +91,8 @@ class HttpPool:
         http2: bool = False,
         connections_per_shard: int = CONNECTIONS_PER_SHARD,
     ) -> None:
+        # Sockets this pool may hold at once (none with a transport of the caller's own).
+        self._sockets = 0 if transport is not None else concurrency
         if transport is not None:
             self._transports: list[httpx.AsyncBaseTransport] = [transport]
         else:
@@ -117,6 +120,8 @@ class HttpPool:
         return len(self._transports)
 
     async def __aenter__(self) -> HttpPool:
+        if self._sockets:
+            ensure_open_files(self._sockets)
         for transport in self._transports:
             await self._stack.enter_async_context(transport)
         return self
@@ -186,6 +191,33 @@ class HttpPool:
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Files a run needs besides its sockets (the interpreter, input, output, logs, a journal).
+_SPARE_FILES = 64
+
+
+def ensure_open_files(sockets: int) -> None:
+    """Make sure the process may open ``sockets`` connections at once, raising its soft
+    limit of open files if needed, before the run rather than in the middle of it (where
+    ``EMFILE`` would fail requests one after another).
+
+    Raises:
+        ConfigurationError: the hard limit is too low; it says what to change.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform: nothing to check
+        return
+    need = sockets + _SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise ConfigurationError(
+            f"{sockets} requests in flight need about {need} open files, and this process "
+            f"may open at most {hard} (ulimit -Hn)\nHINT: lower the concurrency to at most "
+            f"{max(1, hard - _SPARE_FILES)}, or raise the hard limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def _describe(exc: Exception) -> str:
