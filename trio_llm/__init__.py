@@ -41,6 +41,9 @@ if _typing.TYPE_CHECKING:
     from ._routes import Route as Route
     from ._scheduler import KeyStatistics as KeyStatistics
     from ._secrets import ApiKey as ApiKey
+    from ._store import LimitsStore as LimitsStore
+    from ._store import MemoryStore as MemoryStore
+    from ._store import RedisStore as RedisStore
     from ._tokens import CharEstimator as CharEstimator
 
 #: Where each public name lives.
@@ -74,6 +77,9 @@ _SOURCES: dict[str, str] = {
     "Provider": "._providers",
     "Route": "._routes",
     "ApiKey": "._secrets",
+    "LimitsStore": "._store",
+    "MemoryStore": "._store",
+    "RedisStore": "._store",
     "CharEstimator": "._tokens",
 }
 
@@ -94,11 +100,14 @@ __all__ = [
     "KeyPool",
     "KeyStatistics",
     "Limits",
+    "LimitsStore",
+    "MemoryStore",
     "ModelPrice",
     "OpenAICompatible",
     "PriceTable",
     "Provider",
     "ProviderError",
+    "RedisStore",
     "Request",
     "Result",
     "ResultStream",

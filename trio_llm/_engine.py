@@ -40,6 +40,7 @@ from ._routes import Route
 from ._run import Item, Run, RunParts, Source
 from ._scheduler import EndpointSpec, KeyStatistics, Scheduler
 from ._secrets import ApiKey
+from ._store import LimitsStore
 from ._tokens import CharEstimator, Estimator
 
 __all__ = ["DEFAULT_FALLBACK_ON", "Engine", "EngineStatistics", "Priority", "ResultStream"]
@@ -118,6 +119,8 @@ class Engine:
             kinds in ``trio_llm._engine.DEFAULT_FALLBACK_ON``, whatever another route may do
             better, not the input's own faults). ``None`` (the default) spreads the load
             over the routes by capacity instead.
+        limits_store: buckets shared with every other engine (process, host) using the same
+            keys: ``trio_llm.RedisStore(url)``; ``None`` keeps them in this engine alone.
 
     Use ``trio.run(engine.map, prompts)`` for a batch, or keep it open with
     ``async with engine:`` in a service so that concurrent callers share one HTTP layer, one
@@ -143,6 +146,7 @@ class Engine:
         http2: bool = False,
         breaker: BreakerPolicy | None = BreakerPolicy(),  # noqa: B008 - frozen value
         fallback_on: Collection[ErrorKind] | bool | None = None,
+        limits_store: LimitsStore | None = None,
     ) -> None:
         if routes is None:
             if provider is None or keys is None:
@@ -187,6 +191,12 @@ class Engine:
             self.fallback_on: frozenset[ErrorKind] | None = frozenset(fallback_on)
         else:
             self.fallback_on = None
+        if limits_store is not None and not isinstance(limits_store, LimitsStore):
+            raise ConfigurationError(
+                f"limits_store must be a store, got {type(limits_store).__name__}\n"
+                "HINT: limits_store=trio_llm.RedisStore('redis://127.0.0.1:6379/0')"
+            )
+        self.limits_store = limits_store
         self.events = EventHub(tuple(consumers))
         self.breaker = breaker
         self._routes = tuple(routes)
@@ -273,7 +283,9 @@ class Engine:
         """This trio run's scheduler (buckets read trio's clock, so each run has its own)."""
         run = trio.lowlevel.current_root_task()
         if self._scheduler is None or self._scheduler_run is not run:
-            self._scheduler = Scheduler(self._specs, self.events, self.breaker)
+            self._scheduler = Scheduler(
+                self._specs, self.events, self.breaker, store=self.limits_store
+            )
             self._scheduler_run = run
         return self._scheduler
 

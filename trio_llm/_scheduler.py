@@ -46,6 +46,7 @@ from ._policy import POLICY, ErrorKind, KeyAction
 from ._providers import Provider
 from ._rate_model import SEND_MARGIN_S, Booking, RateModel, Taken
 from ._secrets import ApiKey
+from ._store import LimitsStore, StoreBucket, store_name
 from ._waiters import NEVER, Waiter, WaitQueue
 
 __all__ = ["EndpointSpec", "KeyStatistics", "Lease", "Scheduler", "Unavailable"]
@@ -117,6 +118,9 @@ class _Endpoint:
         self.provider = spec.provider
         self.model = spec.model
         self.index = 0  # its position among the scheduler's endpoints
+        self.store_name = "endpoint:" + store_name(
+            getattr(spec.provider, "base_url", spec.provider.name), spec.provider.name
+        )
         self.requests = _bucket(spec.provider_limits.rpm, spec.provider_limits.burst_s)
         self.tokens = _bucket(spec.provider_limits.tpm, spec.provider_limits.burst_s)
         self.breaker = None if breaker is None else CircuitBreaker(breaker, spec.provider.name)
@@ -177,6 +181,8 @@ class _Slot:
         self._events = events
         self._numbering = numbering
         self.phase = 0.0  # set by the scheduler: its place among the endpoint's keys
+        # Its name in a store shared with other processes (a hash: never the key).
+        self.store_name = "key:" + store_name(key.reveal())
         self.models: dict[str, RateModel] = {}
         self.queues: dict[str, WaitQueue[_Want]] = {}
 
@@ -289,6 +295,8 @@ class Scheduler:
         endpoints: the routes, in order.
         events: where key and breaker events go.
         breaker: the circuit breaker policy for each key and endpoint (``None``: none).
+        store: buckets shared with other processes using the same keys (``None``: this
+            process alone).
     """
 
     def __init__(
@@ -296,8 +304,14 @@ class Scheduler:
         endpoints: Sequence[EndpointSpec],
         events: ev.EventHub,
         breaker: BreakerPolicy | None,
+        store: LimitsStore | None = None,
     ) -> None:
         self._events = events
+        self._store = store
+        # What this process learned, for the store with its next take.
+        self._refunds: list[StoreBucket] = []
+        self._cools: list[tuple[str, float]] = []
+        self._drops: list[tuple[str, str]] = []
         self._endpoints: list[_Endpoint] = []
         self._slots: list[_Slot] = []
         # One queue in arrival order, kept in parts (one per key and model) for speed.
@@ -351,7 +365,11 @@ class Scheduler:
             for waiter in passed:  # the batch requests it went ahead of, in their order
                 WaitQueue.retime(waiter, self._deadline(waiter.data, now))
             if deadline <= now:
-                return self._grant(want, now)
+                if self._store is None:  # the hot path: nothing to ask anyone
+                    return self._grant(want, now)
+                if await self._shared(want):
+                    return self._grant(want, trio.current_time())
+                continue
             wait = deadline - now
             queue = slot.queues[rates.model]
             waiter = queue.waiter(want)
@@ -374,11 +392,91 @@ class Scheduler:
             now = trio.current_time()
             blocked = self._blocked(slot, rates, now)
             if came and want.reserved and blocked <= 0:
-                return self._grant(want, now)
+                if self._store is None or await self._shared(want):
+                    return self._grant(want, trio.current_time())
+                continue
             if want.reserved:
                 self._unreserve(want)
             if blocked > 0 and now >= give_up:
                 raise Unavailable(self._blocked_outcome(slot, rates, max_blocked))
+
+    async def _shared(self, want: _Want) -> bool:
+        """Take ``want``'s units from the store shared with other processes, waiting as long
+        as it says; False if its key turned out dropped (by another process): choose again.
+
+        The local reservation is kept while waiting: this process's own requests stay in
+        their order behind it. Cancelled, it is given back.
+        """
+        store = self._store
+        assert store is not None
+        slot, rates = want.slot, want.rates
+        try:
+            while True:
+                buckets = self._store_buckets(slot, rates, want.tokens)
+                refunds, self._refunds = self._refunds, []
+                cool, self._cools = self._cools, []
+                drop, self._drops = self._drops, []
+                reply = await store.take(
+                    buckets,
+                    cooling=[slot.store_name + ":" + rates.model],
+                    refunds=refunds,
+                    cool=cool,
+                    drop=drop,
+                    dropped_of=[s.store_name for s in self._slots if s.dropped is None],
+                )
+                for name, reason in reply.dropped:
+                    for other in self._slots:
+                        if other.store_name == name and other.dropped is None:
+                            self._drop(
+                                other,
+                                Outcome(
+                                    kind=ErrorKind.AUTH,
+                                    message=f"dropped by another process sharing it: {reason}",
+                                ),
+                                share=False,
+                            )
+                if slot.dropped is not None:
+                    self._unreserve(want)
+                    return False
+                if reply.wait_s <= 0:
+                    return True
+                # At least a millisecond: a store's clock and ours never agree to the last bit.
+                await trio.sleep(max(reply.wait_s, 0.001))
+        except BaseException:
+            self._unreserve(want)
+            raise
+
+    def _store_buckets(self, slot: _Slot, rates: RateModel, tokens: float) -> list[StoreBucket]:
+        """The buckets a request of ``tokens`` on ``slot`` takes from in the store."""
+        buckets = []
+        name = f"{slot.store_name}:{rates.model}"
+        for bucket, amount, what in ((rates.requests, 1.0, "r"), (rates.tokens, tokens, "t")):
+            if bucket.rate is not None:
+                buckets.append(StoreBucket(f"{name}:{what}", amount, bucket.rate, bucket.capacity))
+        endpoint = slot.endpoint
+        for bucket, amount, what in ((endpoint.requests, 1.0, "r"), (endpoint.tokens, tokens, "t")):
+            if bucket.rate is not None:
+                buckets.append(
+                    StoreBucket(
+                        f"{endpoint.store_name}:{what}", amount, bucket.rate, bucket.capacity
+                    )
+                )
+        return buckets
+
+    def _share_refund(self, slot: _Slot, rates: RateModel, requests: float, tokens: float) -> None:
+        """Units given back here are given back in the store too, with the next take."""
+        if self._store is None:
+            return
+        key = f"{slot.store_name}:{rates.model}"
+        endpoint = slot.endpoint
+        for name, bucket, amount in (
+            (f"{key}:r", rates.requests, requests),
+            (f"{key}:t", rates.tokens, tokens),
+            (f"{endpoint.store_name}:r", endpoint.requests, requests),
+            (f"{endpoint.store_name}:t", endpoint.tokens, tokens),
+        ):
+            if amount > 0 and bucket.rate is not None:
+                self._refunds.append(StoreBucket(name, amount, bucket.rate, bucket.capacity))
 
     def _choose(
         self,
@@ -639,6 +737,7 @@ class Scheduler:
         if not sent:
             rates.unbook(booking)
             slot.endpoint.refund(booking.tokens)
+            self._share_refund(slot, rates, 1.0, booking.tokens)
             self._retime(slot, rates)
 
     def _settle(
@@ -654,6 +753,7 @@ class Scheduler:
                     breaker.finished()
             rates.unbook(booking)
             endpoint.refund(booking.tokens)
+            self._share_refund(slot, rates, 1.0, booking.tokens)
             self._retime(slot, rates)
             return
         retime = False
@@ -666,18 +766,23 @@ class Scheduler:
             usage = outcome.usage
             if usage is not None:
                 retime |= rates.reconcile(booking, usage.total_tokens)
+                self._share_refund(slot, rates, 0.0, booking.tokens - usage.total_tokens)
         if rule is not None and rule.key is KeyAction.COOL:
             # Those waiting on this key may be better off on another: they choose again. Their
             # units go back first, so that the cooldown's setting of the buckets stands.
             self._wake(iter(slot.queues[rates.model]))
             endpoint.tokens.refund(booking.tokens)
-            rates.refused(outcome.limits, outcome.retry_after, booking, now)
+            cooling = rates.refused(outcome.limits, outcome.retry_after, booking, now)
+            if self._store is not None:
+                self._share_refund(slot, rates, 0.0, booking.tokens)
+                self._cools.append((f"{slot.store_name}:{rates.model}", cooling))
         else:
             retime |= rates.observe(outcome.limits, booking, now)
         if rule is not None and rule.key is KeyAction.DROP:
             # Refused as the key's fault: the server did not count it against the account.
             rates.unbook(booking)
             endpoint.refund(booking.tokens)
+            self._share_refund(slot, rates, 1.0, booking.tokens)
             self._drop(slot, outcome)
         if (
             outcome.code == "connect_error"
@@ -718,10 +823,12 @@ class Scheduler:
         if retime:
             self._retime(slot, rates)
 
-    def _drop(self, slot: _Slot, outcome: Outcome) -> None:
+    def _drop(self, slot: _Slot, outcome: Outcome, *, share: bool = True) -> None:
         if slot.dropped is not None:
             return
         slot.dropped = outcome
+        if share and self._store is not None:
+            self._drops.append((slot.store_name, outcome.message))
         self._events.emit(ev.KEY_DROPPED, key_id=slot.key.fingerprint, reason=outcome.message)
         if any(s.dropped is None for s in self._slots):
             self._wake(slot.waiters())
