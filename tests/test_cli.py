@@ -1077,3 +1077,53 @@ def test_a_dead_endpoint_fails_fast_and_says_so(tmp_path: Path, base_url: str, w
     assert done.returncode == 1
     assert words in done.stderr
     assert "check the base URL" in done.stderr
+
+
+def test_fallback_model_takes_what_the_first_model_cannot(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """--fallback-model: a line the first model refuses as too long is answered by the
+    fallback model, and its OUTPUT line says which model answered and why it moved."""
+    items = [
+        {"id": "long", "prompt": f"[{tag}] long [[fault:context_length*1]]"},
+        {"id": "short", "prompt": f"[{tag}] short"},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    extra = ["--model", "mock-small", "--fallback-model", "mock-large"]
+    done = cli(*run_args(mock, source, out, *extra), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = {line["id"]: line for line in read_jsonl(out)}
+    assert lines["long"]["model"] == "mock-large"
+    assert lines["long"]["rerouted"] == ["mock-small: context_length"]
+    assert (lines["short"]["model"], "rerouted" in lines["short"]) == ("mock-small", False)
+
+
+def test_routes_tables_in_the_config_make_a_chain(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """[[routes]] in the TOML config: each route its own endpoint and model, tried in order;
+    a route table with an unknown field is refused naming it (exit 2)."""
+    config = tmp_path / "chain.toml"
+    config.write_text(
+        f'[[routes]]\nbase_url = "{mock.base_url}"\nmodel = "first"\n\n'
+        f'[[routes]]\nbase_url = "{mock.base_url}"\nmodel = "second"\nname = "backup"\n',
+        encoding="utf-8",
+    )
+    source = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": "x", "prompt": f"[{tag}] x [[fault:context_length*1]]"}]
+    )
+    out = tmp_path / "out.jsonl"
+    done = cli(*run_args(mock, source, out, "--config", str(config)), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [line] = read_jsonl(out)
+    assert (line["route"], line["model"]) == ("backup", "second")
+    config.write_text(
+        f'[[routes]]\nbase_url = "{mock.base_url}"\nmodel = "m"\ncolour = "red"\n',
+        encoding="utf-8",
+    )
+    done = cli(
+        *run_args(mock, source, tmp_path / "o2.jsonl", "--config", str(config)), cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "routes #1: unknown field 'colour'" in done.stderr

@@ -236,6 +236,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         '{"model": {"input_per_m": 0.15, "output_per_m": 0.6}}',
     )
     run.add_argument("--config", default=None, help="TOML file with option defaults")
+    run.add_argument(
+        "--fallback-model",
+        action="append",
+        default=None,
+        metavar="MODEL",
+        help="after --model, try this model for what it could not do (a context too long, "
+        "a model not served, failures once its retries are spent); repeat for a chain",
+    )
     run.add_argument("--log-json", default=None, help="write every event as JSON lines here")
 
     mock = commands.add_parser(
@@ -299,6 +307,30 @@ def _json_log(file: TextIO) -> EventConsumer:
         return event_dict
 
     return write
+
+
+def _routes(options: dict[str, Any], fallback_models: list[str], keys: KeyPool) -> list[Any]:
+    """The fallback chain of a run: ``--model`` then each ``--fallback-model`` on the same
+    endpoint and keys, or the ``[[routes]]`` of the config file (each its own endpoint)."""
+    from ._config import Limits
+    from ._keys import KeyPool as Pool
+    from ._providers import OpenAICompatible
+    from ._routes import Route
+
+    if options.get("routes"):
+        chain = []
+        for table in options["routes"]:
+            provider = OpenAICompatible(base_url=table["base_url"], model=table["model"])
+            route_keys = Pool.from_env(table["keys_env"]) if "keys_env" in table else keys
+            limits = Limits(rpm=table.get("rpm"), tpm=table.get("tpm"))
+            name = table.get("name") or table["model"]
+            chain.append(Route(provider=provider, keys=route_keys, limits=limits, name=name))
+        return chain
+    if not fallback_models:
+        return []
+    provider = OpenAICompatible(base_url=options["base_url"], model=options["model"])
+    models = [options["model"], *fallback_models]
+    return [Route(provider=provider, keys=keys, model=model, name=model) for model in models]
 
 
 def _keys_from(args: argparse.Namespace) -> KeyPool:
@@ -500,6 +532,37 @@ def _check_type(name: str, value: Any, where: str) -> Any:
     return value
 
 
+#: What a ``[[routes]]`` table of the TOML config may say.
+_ROUTE_FIELDS = {"base_url", "model", "keys_env", "rpm", "tpm", "name"}
+
+
+def _check_routes(value: Any, where: str) -> list[dict[str, Any]]:
+    """The ``[[routes]]`` tables of a config file: a fallback chain, checked field by field."""
+    from ._errors import ConfigurationError
+
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value) or not value:
+        raise ConfigurationError(
+            f"{where}: routes must be [[routes]] tables\nHINT: [[routes]]\n"
+            'base_url = "https://api.openai.com/v1"\nmodel = "gpt-4o-mini"'
+        )
+    routes = []
+    for position, table in enumerate(value, start=1):
+        unknown = set(table) - _ROUTE_FIELDS
+        if unknown:
+            raise ConfigurationError(
+                f"{where}: routes #{position}: unknown field {sorted(unknown)[0]!r}; "
+                f"known: {', '.join(sorted(_ROUTE_FIELDS))}"
+            )
+        for name in ("base_url", "model"):
+            if not isinstance(table.get(name), str):
+                raise ConfigurationError(f"{where}: routes #{position}: {name} must be a string")
+        for name in ("rpm", "tpm"):
+            if name in table:
+                _check_type(name, table[name], f"{where}: routes #{position}")
+        routes.append(dict(table))
+    return routes
+
+
 def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
     """defaults < --config TOML < TRIO_LLM_* environment < flags."""
     import tomllib
@@ -516,6 +579,9 @@ def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigurationError(f"cannot read the config file {path}: {reason}") from None
         for key, value in data.items():
             name = key.replace("-", "_")
+            if name == "routes":
+                options["routes"] = _check_routes(value, str(path))
+                continue
             if name not in _RUN_OPTIONS:
                 raise ConfigurationError(
                     f"{path}: unknown option {key!r}; known: {', '.join(sorted(_RUN_OPTIONS))}"
@@ -628,10 +694,15 @@ def _run(args: argparse.Namespace) -> int:
     log_file = None if not options["log_json"] else _open_log(options["log_json"])
     if log_file is not None:
         consumers.append(_json_log(log_file))
+    routes = _routes(options, args.fallback_model or [], keys)
     try:
         engine = Engine(
-            provider=OpenAICompatible(base_url=options["base_url"], model=options["model"]),
-            keys=keys,
+            provider=None
+            if routes
+            else OpenAICompatible(base_url=options["base_url"], model=options["model"]),
+            keys=None if routes else keys,
+            routes=routes or None,
+            fallback_on=True if routes else None,
             limits=Limits(rpm=options["rpm"], tpm=options["tpm"]),
             concurrency=int(options["concurrency"]),
             timeout=float(options["timeout"]),
