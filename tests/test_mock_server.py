@@ -301,7 +301,9 @@ async def test_rpm_limit_gives_429_with_retry_after_and_headers() -> None:
 
 async def test_rpm_limit_admits_again_after_retry_after_ms() -> None:
     """Waiting retry-after-ms after a 429 is enough to be admitted."""
-    config = MockServerConfig(rpm=6000, burst_s=0.01)  # capacity 1, refills in 10 ms
+    # Capacity 1, refilled in 0.5 s: slow enough that the second request is limited even on a
+    # loaded machine, fast enough to keep the test short (it runs on the real clock).
+    config = MockServerConfig(rpm=120, burst_s=0.5)
     with trio.fail_after(TIMEOUT):
         async with mock_client(config) as (_, client):
             statuses = [(await post(client, "a")).status_code]
