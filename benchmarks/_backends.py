@@ -4,7 +4,9 @@ Every trio candidate has ``trio_llm._http.HttpPool``'s interface (``async with``
 ``await send(HttpRequest) -> RawResponse``), so the same worker loop drives each of them and
 the engine can run on any of them (``Engine._new_http`` swapped in the child). The candidates:
 
-* ``httppool``: today's ``HttpPool``: shards of 8 connections, each an
+* ``httppool``: ``HttpPool`` as the engine uses it (since this research: a connection per
+  slot, as ``conn`` below).
+* ``httpx-shards``: ``HttpPool`` before: shards of 8 connections, each an
   ``httpx.AsyncHTTPTransport``; ``httpx.Request`` in, ``httpx.Response`` out.
 * ``httpx2``: the same code on ``httpx2`` / ``httpcore2`` (the fork the openai SDK moved to).
 * ``h2``: ``httpx.AsyncHTTPTransport(http1=False, http2=True)`` (h2c, prior knowledge): a few
@@ -43,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from trio_llm._http import HttpPool, RawResponse
+from trio_llm._http import HttpPool, HttpxTransports, RawResponse
 from trio_llm._providers import HttpRequest
 
 #: Connections per shard for the sharded HTTP/1.1 candidates (as ``HttpPool``).
@@ -385,6 +387,8 @@ def make_pool(name: str, concurrency: int, spec: Mapping[str, Any]) -> Any:
     """The HTTP layer called ``name`` (see the module docstring)."""
     if name == "httppool":
         return HttpPool(concurrency)
+    if name == "httpx-shards":  # HttpPool before it kept a connection per slot
+        return HttpPool(concurrency, backend=HttpxTransports.sharded(concurrency))
     if name == "httpx2":
         import httpx2
 
