@@ -502,11 +502,18 @@ def _engine(spec: Mapping[str, Any]) -> dict[str, Any]:
     import trio_llm
 
     n, concurrency = int(spec["n"]), int(spec["concurrency"])
+    consumers: list[Any] = []
+    if spec.get("progress"):
+        # What `trio-llm run` adds: the run summary fed by every event, a live display.
+        from trio_llm._summary import RunSummary
+
+        consumers.append(RunSummary(total=n))
     engine = trio_llm.Engine(
         provider=trio_llm.OpenAICompatible(base_url=spec["base_url"], model="mock-gpt"),
         keys=["sk-bench"],
         concurrency=concurrency,
         timeout=max(60.0, 4 * float(spec.get("latency", 0))),
+        consumers=consumers,
     )
     backend = spec["backend"]
     if backend != "httppool":
@@ -515,8 +522,19 @@ def _engine(spec: Mapping[str, Any]) -> dict[str, Any]:
     timing: dict[str, float] = {}
 
     async def main() -> list[Any]:
+        display: Any = contextlib.nullcontext()
+        if consumers:
+            import io
+
+            from rich.console import Console
+
+            from trio_llm._progress import Progress
+
+            console = Console(file=io.StringIO(), force_terminal=True, width=120)
+            display = Progress(consumers[0], console=console)
         timing["cpu0"], timing["t0"] = _cpu(), time.perf_counter()
-        results = await engine.map(prompts)
+        async with display:
+            results = await engine.map(prompts)
         timing["t1"], timing["cpu1"] = time.perf_counter(), _cpu()
         return results
 
