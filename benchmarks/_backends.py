@@ -523,6 +523,12 @@ def _engine(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     async def main() -> list[Any]:
         display: Any = contextlib.nullcontext()
+        paced: Any = contextlib.nullcontext()
+        if spec.get("gc_paced"):
+            # As `trio-llm run` does (trio_llm/_gc.py).
+            from trio_llm._gc import collect_less_often
+
+            paced = collect_less_often(concurrency)
         if consumers:
             import io
 
@@ -533,8 +539,9 @@ def _engine(spec: Mapping[str, Any]) -> dict[str, Any]:
             console = Console(file=io.StringIO(), force_terminal=True, width=120)
             display = Progress(consumers[0], console=console)
         timing["cpu0"], timing["t0"] = _cpu(), time.perf_counter()
-        async with display:
-            results = await engine.map(prompts)
+        with paced:
+            async with display:
+                results = await engine.map(prompts)
         timing["t1"], timing["cpu1"] = time.perf_counter(), _cpu()
         return results
 
@@ -601,8 +608,31 @@ LOOPS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 }
 
 
+class _GcTimer:
+    """Seconds the cyclic garbage collector ran, and how often per generation (gc.callbacks):
+    with 10,000 tasks in flight the heap is large, and a full collection walks all of it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+
 def child_main(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Run one candidate once; return its figures."""
+    import gc
+
+    gc_timer = _GcTimer()
+    gc.callbacks.append(gc_timer)
+    if spec.get("gc_threshold"):
+        gc.set_threshold(*spec["gc_threshold"])
     limit = raise_nofile(int(spec.get("nofile", 65536)))
     if spec.get("pin") is not None:
         os.sched_setaffinity(0, {int(spec["pin"])})
@@ -632,6 +662,8 @@ def child_main(spec: Mapping[str, Any]) -> dict[str, Any]:
         "cpu_us_per_req": cpu / max(1, out["ok"]) * 1e6,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "max_fds": sampler.max_fds,
+        "gc_s": gc_timer.seconds,
+        "gc_collections": gc_timer.collections,
         "nofile": list(limit),
     }
 

@@ -123,7 +123,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced() -> None:
             backend = pool.backend
             assert isinstance(backend, ConnectionPerSlot)
             (idle,) = next(iter(backend._idle.values()))
-            sock = idle._connection._network_stream._stream.socket  # type: ignore[union-attr]
+            sock = idle._network_stream._stream.socket  # type: ignore[attr-defined]
             await trio.lowlevel.wait_readable(sock)
             assert (await pool.send(_request(url, "second"))).status == 200
             assert _stats(pool).opened == 2

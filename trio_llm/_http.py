@@ -195,7 +195,7 @@ class ConnectionStatistics:
 
 @final
 class ConnectionPerSlot:
-    """One ``httpcore.AsyncHTTPConnection`` per request in flight, kept on a free list per host.
+    """One httpcore HTTP/1.1 connection per request in flight, kept on a free list per host.
 
     At most ``concurrency`` connections are open at once: a new one past that closes an idle
     one to another host first (the callers bound the requests in flight, so one host alone
@@ -214,8 +214,9 @@ class ConnectionPerSlot:
         self._max_open = concurrency
         self._keepalive_s = keepalive_s
         self._tls = ssl_context
-        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTPConnection]] = {}
-        self._open: set[httpcore.AsyncHTTPConnection] = set()
+        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTP11Connection]] = {}
+        self._open: set[httpcore.AsyncHTTP11Connection] = set()
+        self._network = httpcore.TrioBackend()
         self._targets: dict[str, _Target] = {}
         self._opened = 0
 
@@ -240,7 +241,7 @@ class ConnectionPerSlot:
             self._tls = httpx.create_ssl_context()
         return self._tls
 
-    async def _connection(self, target: _Target) -> httpcore.AsyncHTTPConnection:
+    async def _connection(self, target: _Target) -> httpcore.AsyncHTTP11Connection:
         idle = self._idle.get(target.key)
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be stale
@@ -249,11 +250,20 @@ class ConnectionPerSlot:
             await self._close(connection)
         if len(self._open) >= self._max_open:
             await self._close_one_idle()
+        # Connected here rather than by httpcore.AsyncHTTPConnection: that wrapper only adds
+        # a lock (a trio schedule point per request) and tracing around the same HTTP/1.1
+        # connection. Failures here are httpcore's ConnectError (refused, DNS, TLS).
         origin = target.url.origin
-        connection = httpcore.AsyncHTTPConnection(
-            origin,
-            ssl_context=self._tls_context() if origin.scheme == b"https" else None,
-            keepalive_expiry=self._keepalive_s,
+        host = origin.host.decode("ascii")
+        stream = await self._network.connect_tcp(host, origin.port)
+        if origin.scheme == b"https":
+            try:
+                stream = await stream.start_tls(self._tls_context(), server_hostname=host)
+            except BaseException:
+                await stream.aclose()
+                raise
+        connection = httpcore.AsyncHTTP11Connection(
+            origin, stream, keepalive_expiry=self._keepalive_s
         )
         self._open.add(connection)
         self._opened += 1
@@ -265,7 +275,7 @@ class ConnectionPerSlot:
                 await self._close(idle.pop(0))
                 return
 
-    async def _close(self, connection: httpcore.AsyncHTTPConnection) -> None:
+    async def _close(self, connection: httpcore.AsyncHTTP11Connection) -> None:
         self._open.discard(connection)
         with contextlib.suppress(Exception):
             await connection.aclose()
@@ -273,7 +283,10 @@ class ConnectionPerSlot:
     async def send(self, request: HttpRequest) -> RawResponse:
         """Send on an idle connection to the request's host (or a new one); read it all."""
         target = self._target(request.url)
-        connection = await self._connection(target)
+        try:
+            connection = await self._connection(target)
+        except Exception as exc:
+            raise _mapped(exc, target.label) from exc
         content = request.content
         headers = [(b"host", target.host_header), (b"content-length", b"%d" % len(content))]
         headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
