@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, TypeVar
 
+from ._gc import collect_less_often
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -730,7 +731,9 @@ def _run(args: argparse.Namespace) -> int:
             )
 
     try:
-        report, interrupted = _run_with_interrupts(main)
+        # An application may pace the garbage collector; the library never does (_gc).
+        with collect_less_often(int(options["concurrency"])):
+            report, interrupted = _run_with_interrupts(main)
     finally:
         if log_file is not None:
             log_file.close()
