@@ -14,13 +14,16 @@ raises ``TransportFailure`` (``from`` the original), nothing else of httpx's lea
     other httpx.TimeoutException          -> TransportFailure(timeout)
     other httpx.TransportError            -> TransportFailure(connection)   (reset, protocol...)
     the body cut off after the headers    -> TransportFailure(connection)
+
+``stream`` is the same exchange for a streamed (server-sent events) answer: it yields a
+``StreamedResponse`` once the headers are in, whose ``chunks()`` map errors the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import final
 
@@ -30,7 +33,7 @@ from ._errors import ConfigurationError
 from ._policy import ErrorKind
 from ._providers import HttpRequest
 
-__all__ = ["HttpPool", "RawResponse", "TransportFailure"]
+__all__ = ["HttpPool", "RawResponse", "StreamedResponse", "TransportFailure"]
 
 #: Connections per pool. httpcore walks all of a pool's connections on every request, so
 #: small pools keep that flat: at 1,000 in flight (benchmarks/concurrency.py) pools of 8 beat
@@ -188,6 +191,85 @@ class HttpPool:
             return RawResponse(response.status_code, headers, body)
         finally:
             in_flight[shard] -= 1
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: HttpRequest) -> AsyncIterator[StreamedResponse]:
+        """Send one request like ``send``, and hand over its body as it arrives.
+
+        Kept apart from ``send`` (which reads whole bodies on the hot path): the body is read
+        by the caller, chunk by chunk, inside the block; leaving it closes the response.
+
+        Raises:
+            TransportFailure: no response arrived, or (from ``chunks``) the body was cut off.
+        """
+        in_flight = self._in_flight
+        shard = in_flight.index(min(in_flight)) if len(in_flight) > 1 else 0
+        in_flight[shard] += 1
+        url = self._url(request.url)
+        try:
+            try:
+                response = await self._transports[shard].handle_async_request(
+                    httpx.Request(
+                        request.method, url, headers=request.headers, content=request.content
+                    )
+                )
+            except httpx.TransportError as exc:
+                raise _failure(exc, url) from exc
+            try:
+                yield StreamedResponse(response)
+            finally:
+                await response.aclose()
+        finally:
+            in_flight[shard] -= 1
+
+
+@final
+class StreamedResponse:
+    """Status and headers of a response whose body is still arriving (see ``HttpPool.stream``)."""
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in response.headers.raw
+        }
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as the transport delivers them.
+
+        Raises:
+            TransportFailure: the connection broke before the body's end.
+        """
+        try:
+            # aiter_bytes, not aiter_raw: it also serves a body already in memory (a
+            # MockTransport's), and undoes a content-encoding.
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise TransportFailure(
+                ErrorKind.CONNECTION, f"the response body was cut off ({_describe(exc)})"
+            ) from exc
+
+    async def read(self) -> bytes:
+        """The rest of the body at once (an error answer is not streamed)."""
+        return b"".join([chunk async for chunk in self.chunks()])
+
+
+def _failure(exc: httpx.TransportError, url: httpx.URL) -> TransportFailure:
+    """The ``TransportFailure`` for an exception raised before any response arrived."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return TransportFailure(
+            ErrorKind.CONNECTION,
+            f"cannot connect to {url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme)}"
+            f" ({_describe(exc)})",
+            connect=True,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportFailure(ErrorKind.TIMEOUT, _describe(exc))
+    return TransportFailure(ErrorKind.CONNECTION, _describe(exc))
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
