@@ -120,11 +120,13 @@ async def test_sdks_see_the_mid_stream_error_faults() -> None:
                 model="mock-gpt", messages=[{"role": "user", "content": PROMPT}], stream=True
             ):
                 pass
-        with pytest.raises(anthropic.APIStatusError) as messages:
-            with anthropic_client(base_url).messages.stream(
+        with (
+            pytest.raises(anthropic.APIStatusError) as messages,
+            anthropic_client(base_url).messages.stream(
                 model="claude", max_tokens=100, messages=[{"role": "user", "content": PROMPT}]
-            ) as stream:
-                stream.get_final_message()
+            ) as stream,
+        ):
+            stream.get_final_message()
         events = list(client.responses.create(model="mock-gpt", input=PROMPT, stream=True))
         return str(chat.value), str(messages.value), events[-1]
 
