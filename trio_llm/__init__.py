@@ -37,6 +37,7 @@ if _typing.TYPE_CHECKING:
     from ._providers import Completion as Completion
     from ._providers import HttpRequest as HttpRequest
     from ._providers import OpenAICompatible as OpenAICompatible
+    from ._providers import OpenAIResponses as OpenAIResponses
     from ._providers import Provider as Provider
     from ._routes import Route as Route
     from ._scheduler import KeyStatistics as KeyStatistics
@@ -74,6 +75,7 @@ _SOURCES: dict[str, str] = {
     "Completion": "._providers",
     "HttpRequest": "._providers",
     "OpenAICompatible": "._providers",
+    "OpenAIResponses": "._providers",
     "Provider": "._providers",
     "Route": "._routes",
     "ApiKey": "._secrets",
@@ -104,6 +106,7 @@ __all__ = [
     "MemoryStore",
     "ModelPrice",
     "OpenAICompatible",
+    "OpenAIResponses",
     "PriceTable",
     "Provider",
     "ProviderError",

@@ -19,7 +19,8 @@ The catalogue (name: when; fields):
                        ``est_tokens``, ``queued_s`` (its wait for a slot and a key),
                        ``priority`` (``batch`` or ``interactive``)
 ``request.succeeded``  a completion arrived; ``index``, ``id``, ``attempt``, ``key_id``,
-                       ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd``
+                       ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd``,
+                       ``ttft_s`` and ``output_tokens_per_s`` (streamed answers; else None)
 ``request.retrying``   an attempt failed and will be retried; ``index``, ``id``, ``attempt``,
                        ``kind``, ``status``, ``wait_s``, ``key_id``
 ``request.failed``     the item failed for good; ``index``, ``id``, ``attempts``, ``kind``,

@@ -26,6 +26,12 @@ leaks out::
     other TimeoutException               -> TransportFailure(timeout)
     other transport / protocol errors    -> TransportFailure(connection)   (reset, EOF...)
     the body cut off after the headers   -> TransportFailure(connection)
+
+``stream`` is the same exchange for a streamed (server-sent events) answer: it yields a
+``StreamedResponse`` once the headers are in, whose ``chunks()`` map errors the same way.
+Streams go through httpx transports (sharded pools) whatever the backend: a streamed answer
+spends its time waiting for tokens, not in the HTTP layer's CPU, so the per-request savings
+of ``ConnectionPerSlot`` would buy little there.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import math
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Protocol, final
 
@@ -52,6 +58,7 @@ __all__ = [
     "HttpPool",
     "HttpxTransports",
     "RawResponse",
+    "StreamedResponse",
     "TransportFailure",
 ]
 
@@ -127,6 +134,10 @@ class HttpPool:
     ) -> None:
         # Sockets this layer may hold at once (none with a transport of the caller's own).
         self._sockets = 0 if transport is not None or backend is not None else concurrency
+        self._concurrency = concurrency
+        # Streamed answers' transports: the backend's own when it is httpx, else made at the
+        # first stream (a run that streams nothing opens none).
+        self._streams: HttpxTransports | None = None
         if backend is not None:
             self.backend: HttpBackend = backend
         elif transport is not None:
@@ -135,6 +146,8 @@ class HttpPool:
             self.backend = HttpxTransports.sharded(concurrency, http2=True)
         else:
             self.backend = ConnectionPerSlot(concurrency)
+        if isinstance(self.backend, HttpxTransports):
+            self._streams = self.backend
 
     async def __aenter__(self) -> HttpPool:
         if self._sockets:
@@ -148,6 +161,8 @@ class HttpPool:
         tb: TracebackType | None,
     ) -> None:
         await self.backend.aclose()
+        if self._streams is not None and self._streams is not self.backend:
+            await self._streams.aclose()
 
     async def send(self, request: HttpRequest) -> RawResponse:
         """Send one request and read the whole body.
@@ -156,6 +171,18 @@ class HttpPool:
             TransportFailure: no whole response arrived (see the module docs).
         """
         return await self.backend.send(request)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: HttpRequest) -> AsyncIterator[StreamedResponse]:
+        """Send one request and hand over its body as it arrives (see ``HttpxTransports``).
+
+        Raises:
+            TransportFailure: no response arrived, or (from ``chunks``) the body was cut off.
+        """
+        if self._streams is None:
+            self._streams = HttpxTransports.sharded(self._concurrency)
+        async with self._streams.stream(request) as response:
+            yield response
 
 
 # --- httpcore connections, one per slot -----------------------------------------------------
@@ -406,17 +433,8 @@ class HttpxTransports:
                         request.method, url, headers=request.headers, content=request.content
                     )
                 )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                raise TransportFailure(
-                    ErrorKind.CONNECTION,
-                    f"cannot connect to {url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme)}"
-                    f" ({_describe(exc)})",
-                    connect=True,
-                ) from exc
-            except httpx.TimeoutException as exc:
-                raise TransportFailure(ErrorKind.TIMEOUT, _describe(exc)) from exc
             except httpx.TransportError as exc:
-                raise TransportFailure(ErrorKind.CONNECTION, _describe(exc)) from exc
+                raise _failure(exc, url) from exc
             try:
                 try:
                     body = await response.aread()
@@ -441,6 +459,85 @@ class HttpxTransports:
         """Close every transport."""
         for transport in self._transports:
             await transport.aclose()
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: HttpRequest) -> AsyncIterator[StreamedResponse]:
+        """Send one request like ``send``, and hand over its body as it arrives.
+
+        Kept apart from ``send`` (which reads whole bodies on the hot path): the body is read
+        by the caller, chunk by chunk, inside the block; leaving it closes the response.
+
+        Raises:
+            TransportFailure: no response arrived, or (from ``chunks``) the body was cut off.
+        """
+        in_flight = self._in_flight
+        shard = in_flight.index(min(in_flight)) if len(in_flight) > 1 else 0
+        in_flight[shard] += 1
+        url = self._url(request.url)
+        try:
+            try:
+                response = await self._transports[shard].handle_async_request(
+                    httpx.Request(
+                        request.method, url, headers=request.headers, content=request.content
+                    )
+                )
+            except httpx.TransportError as exc:
+                raise _failure(exc, url) from exc
+            try:
+                yield StreamedResponse(response)
+            finally:
+                await response.aclose()
+        finally:
+            in_flight[shard] -= 1
+
+
+@final
+class StreamedResponse:
+    """Status and headers of a response whose body is still arriving (see ``HttpPool.stream``)."""
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in response.headers.raw
+        }
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as the transport delivers them.
+
+        Raises:
+            TransportFailure: the connection broke before the body's end.
+        """
+        try:
+            # aiter_bytes, not aiter_raw: it also serves a body already in memory (a
+            # MockTransport's), and undoes a content-encoding.
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise TransportFailure(
+                ErrorKind.CONNECTION, f"the response body was cut off ({_describe(exc)})"
+            ) from exc
+
+    async def read(self) -> bytes:
+        """The rest of the body at once (an error answer is not streamed)."""
+        return b"".join([chunk async for chunk in self.chunks()])
+
+
+def _failure(exc: httpx.TransportError, url: httpx.URL) -> TransportFailure:
+    """The ``TransportFailure`` for an exception raised before any response arrived."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return TransportFailure(
+            ErrorKind.CONNECTION,
+            f"cannot connect to {url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme)}"
+            f" ({_describe(exc)})",
+            connect=True,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportFailure(ErrorKind.TIMEOUT, _describe(exc))
+    return TransportFailure(ErrorKind.CONNECTION, _describe(exc))
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
