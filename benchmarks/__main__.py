@@ -39,6 +39,7 @@ BENCHMARKS: tuple[str, ...] = (
     "mock_capacity",
     "faults",
     "resume",
+    "cache",
 )
 
 
@@ -108,6 +109,13 @@ def _mock_capacity(s: Mapping[str, Any]) -> str:
     return ", ".join(f"{r['server']} {r['generator']} {r['req_per_s']:,} req/s" for r in s["rows"])
 
 
+def _cache(s: Mapping[str, Any]) -> str:
+    return (
+        f"rerun of {s['n']:,}: {s['rerun_requests']} requests sent (goal 0), engine.map "
+        f"{_f(s['map_rerun_s'])} s, trio-llm run {_f(s['cli_rerun_s'])} s (goal < 2 s at 10,000)"
+    )
+
+
 #: Headline figures per known benchmark; others get their summary's scalar values.
 HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "overhead": _overhead,
@@ -116,6 +124,7 @@ HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "rate_limits": _rate_limits,
     "sync_vs_async": _sync_vs_async,
     "mock_capacity": _mock_capacity,
+    "cache": _cache,
 }
 
 

@@ -152,3 +152,13 @@ def test_headline_falls_back_to_scalar_figures() -> None:
     summary: dict[str, Any] = {"lost": 0, "recovered": 0.999, "nested": {"x": 1}}
     assert runner.headline("a_new_benchmark", summary) == "lost=0, recovered=0.999"
     assert runner.headline("memory", summary) == "lost=0, recovered=0.999"
+
+
+def test_cache_rerun_sends_nothing_small(tmp_path: Path) -> None:
+    """benchmarks.cache --quick: the rerun is answered from the cache, both ways."""
+    from benchmarks import cache
+
+    document = cache.main(["--quick", "--n", "200", "--json", str(tmp_path / "c.json")])
+    summary = document["summary"]
+    assert summary["rerun_requests"] == 0
+    assert summary["rerun_cached"] == 200

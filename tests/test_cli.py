@@ -1127,3 +1127,61 @@ def test_routes_tables_in_the_config_make_a_chain(
     )
     assert done.returncode == 2
     assert "routes #1: unknown field 'colour'" in done.stderr
+
+
+# --- the response cache -----------------------------------------------------------------------
+
+
+def test_cache_answers_a_rerun_into_a_new_output(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """--cache: a second run into another OUTPUT sends nothing; its lines say cached."""
+    items = [{**item, "temperature": 0} for item in prompts(tag, 4)]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    cache = str(tmp_path / "answers.sqlite")
+    first = cli(*run_args(mock, source, tmp_path / "a.jsonl", "--cache", cache), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "cache: 0 answered" in first.stderr
+    before = mock.stats()
+    again = cli(*run_args(mock, source, tmp_path / "b.jsonl", "--cache", cache), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert delta(before, mock.stats())["requests"] == 0
+    assert "cache: 4 answered" in again.stderr
+    lines = {line["id"]: line for line in read_jsonl(tmp_path / "b.jsonl")}
+    old = {line["id"]: line for line in read_jsonl(tmp_path / "a.jsonl")}
+    assert all(line["cached"] is True and line["cost_usd"] == 0 for line in lines.values())
+    assert {k: v["content"] for k, v in lines.items()} == {k: v["content"] for k, v in old.items()}
+
+
+def test_cache_says_why_sampled_requests_were_not_kept(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Without a temperature the requests sample: not cached, and the run says so."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 2))
+    cache = str(tmp_path / "answers.sqlite")
+    done = cli(*run_args(mock, source, tmp_path / "a.jsonl", "--cache", cache), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 not cached because they sample" in done.stderr
+    sampled = cli(
+        *run_args(mock, source, tmp_path / "b.jsonl", "--cache", cache, "--cache-sampled"),
+        cwd=tmp_path,
+    )
+    assert "2 stored" in sampled.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--cache", "."], "it is a directory"),
+        (["--cache", "c.sqlite", "--cache-ttl", "0"], "--cache-ttl must be positive"),
+    ],
+)
+def test_bad_cache_options_exit_2(
+    mock: MockServerProcess, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    """A directory as --cache, or a ttl of 0: exit 2, one line naming it."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts("x", 1))
+    done = cli(*run_args(mock, source, tmp_path / "a.jsonl", *flags), cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

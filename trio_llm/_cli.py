@@ -111,6 +111,9 @@ _RUN_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "failed": (str, None),
     "prices": (str, None),
     "log_json": (str, None),
+    "cache": (str, None),
+    "cache_ttl": (float, None),
+    "cache_max_mb": (float, None),
 }
 
 
@@ -245,6 +248,28 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         "a model not served, failures once its retries are spent); repeat for a chain",
     )
     run.add_argument("--log-json", default=None, help="write every event as JSON lines here")
+    run.add_argument(
+        "--cache",
+        default=None,
+        metavar="PATH",
+        help="answer identical requests from this SQLite file (shared by runs), and keep new "
+        "answers there; only requests with temperature 0 unless --cache-sampled",
+    )
+    run.add_argument(
+        "--cache-ttl", type=float, default=None, metavar="S", help="cached answers expire after S s"
+    )
+    run.add_argument(
+        "--cache-max-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="keep at most MB megabytes of cached answers (the oldest go first)",
+    )
+    run.add_argument(
+        "--cache-sampled",
+        action="store_true",
+        help="cache requests that sample too (temperature > 0 or unset)",
+    )
 
     mock = commands.add_parser(
         "mock-server",
@@ -601,7 +626,7 @@ def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value
-    for name in ("rpm", "tpm", "budget", "deadline", "timeout"):
+    for name in ("rpm", "tpm", "budget", "deadline", "timeout", "cache_ttl", "cache_max_mb"):
         value = options[name]
         if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
             raise ConfigurationError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -659,6 +684,18 @@ def _advice(report: FileRunReport | None, snap: SummarySnapshot, keys_hint: str)
     return None
 
 
+def _cache_line(cache: Any) -> str:
+    """What the response cache did, and why answers were not kept, when that is likely."""
+    stats = cache.statistics()
+    line = f"cache: {stats.hits} answered from {cache.path}, {stats.stored} stored"
+    if stats.sampled:
+        line += (
+            f", {stats.sampled} not cached because they sample (temperature > 0 or unset; "
+            "--cache-sampled caches them too)"
+        )
+    return line
+
+
 def _run(args: argparse.Namespace) -> int:
     from ._errors import ConfigurationError
 
@@ -695,6 +732,16 @@ def _run(args: argparse.Namespace) -> int:
     if log_file is not None:
         consumers.append(_json_log(log_file))
     routes = _routes(options, args.fallback_model or [], keys)
+    cache = None
+    if options["cache"]:
+        from ._cache import Cache
+
+        cache = Cache(
+            options["cache"],
+            ttl=options["cache_ttl"],
+            max_mb=options["cache_max_mb"],
+            sampled=args.cache_sampled,
+        )
     try:
         engine = Engine(
             provider=None
@@ -710,10 +757,13 @@ def _run(args: argparse.Namespace) -> int:
             keep_raw=True,
             consumers=consumers,
             prices=prices,
+            cache=cache,
         )
     except BaseException:
         if log_file is not None:
             log_file.close()
+        if cache is not None:
+            cache.close()
         raise
 
     async def main(_: trio.CancelScope) -> Any:
@@ -734,6 +784,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if log_file is not None:
             log_file.close()
+        if cache is not None:
+            cache.close()
 
     def say(text: str) -> None:
         console.print(text, highlight=False, markup=False, soft_wrap=True)
@@ -749,6 +801,8 @@ def _run(args: argparse.Namespace) -> int:
             + (f", {report.changed} changed and sent again" if report.changed else "")
         )
         _print_problems(report, say)
+    if cache is not None:
+        say(_cache_line(cache))
     for kind, count in sorted(snap.failed_by_kind.items()):
         example = snap.failure_examples.get(kind)
         if example:

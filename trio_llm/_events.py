@@ -22,6 +22,8 @@ The catalogue (name: when; fields):
                        ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd``
 ``request.retrying``   an attempt failed and will be retried; ``index``, ``id``, ``attempt``,
                        ``kind``, ``status``, ``wait_s``, ``key_id``
+``request.cached``     an item was answered from the response cache (nothing sent);
+                       ``index``, ``id``, ``route``, ``model``
 ``request.failed``     the item failed for good; ``index``, ``id``, ``attempts``, ``kind``,
                        ``status``, ``message``
 ``request.rerouted``   an item moved down a fallback chain; ``index``, ``id``, ``route`` (the
@@ -56,6 +58,7 @@ __all__ = [
     "KEY_COOLING",
     "KEY_DROPPED",
     "LIMITS_UPDATED",
+    "REQUEST_CACHED",
     "REQUEST_FAILED",
     "REQUEST_REROUTED",
     "REQUEST_RETRYING",
@@ -75,6 +78,7 @@ REQUEST_SUCCEEDED: Final = "request.succeeded"
 REQUEST_RETRYING: Final = "request.retrying"
 REQUEST_REROUTED: Final = "request.rerouted"
 REQUEST_FAILED: Final = "request.failed"
+REQUEST_CACHED: Final = "request.cached"
 REQUEST_WAITING: Final = "request.waiting"
 KEY_COOLING: Final = "key.cooling"
 KEY_DROPPED: Final = "key.dropped"
@@ -92,6 +96,7 @@ LEVELS: Final[dict[str, str]] = {
     REQUEST_RETRYING: "info",
     REQUEST_REROUTED: "info",
     REQUEST_FAILED: "warning",
+    REQUEST_CACHED: "debug",
     REQUEST_WAITING: "info",
     KEY_COOLING: "info",
     KEY_DROPPED: "warning",

@@ -162,6 +162,8 @@ class Result:
         route: the route that answered (or was tried last), when the engine has routes.
         model: the model that answered (or was tried last).
         rerouted: each move down a fallback chain, as ``"route: kind"`` (why it moved).
+        cached: answered from the response cache (``Engine(cache=...)``): nothing was sent,
+            ``cost_usd`` is 0 and ``usage`` is what the original answer reported.
     """
 
     index: int
@@ -179,6 +181,7 @@ class Result:
     route: str | None = None
     model: str | None = None
     rerouted: tuple[str, ...] = ()
+    cached: bool = False
 
 
 #: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a

@@ -66,6 +66,7 @@ class SummarySnapshot:
     invalid: int = 0
     duplicates: int = 0
     kept_failed: int = 0
+    cached: int = 0  # answered from the response cache (nothing sent)
 
     @property
     def cost_text(self) -> str:
@@ -118,6 +119,7 @@ class RunSummary:
         self._started: float | None = None
         self._finished: float | None = None
         self._succeeded = 0
+        self._cached = 0
         self._slow = 0
         self._examples: dict[str, str] = {}
         self._waiting: tuple[str, float, float, float] | None = None  # ..., until (monotonic)
@@ -178,6 +180,9 @@ class RunSummary:
                 self._cost += cost
                 self._priced = True
             self._last_429.pop(event_dict.get("index"), None)
+        elif name == ev.REQUEST_CACHED:
+            self._succeeded += 1
+            self._cached += 1
         elif name == ev.REQUEST_RETRYING:
             if event_dict.get("status") == 429:
                 self._rate_limited += 1
@@ -251,4 +256,5 @@ class RunSummary:
             invalid=self._lines["invalid"],
             duplicates=self._lines["duplicates"],
             kept_failed=self._lines["kept_failed"],
+            cached=self._cached,
         )
