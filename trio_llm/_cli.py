@@ -266,6 +266,31 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         help="keep at most MB megabytes of cached answers (the oldest go first)",
     )
     run.add_argument(
+        "--batch-api",
+        nargs="?",
+        const="on",
+        default=None,
+        choices=["on", "auto"],
+        metavar="auto",
+        help="send INPUT through the provider's Batch API at half price (answers within 24 h; "
+        "a rerun collects batches already submitted); 'auto': only for inputs of 1,000 items "
+        "or more with no --deadline under 24 h",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=_at_least(1, "--batch-size"),
+        default=None,
+        metavar="N",
+        help="requests per batch (default the provider's most: OpenAI 50,000, Anthropic 100,000)",
+    )
+    run.add_argument(
+        "--batch-poll",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="first wait between batch status reads, growing 1.5 x up to 300 s (default 30)",
+    )
+    run.add_argument(
         "--cache-sampled",
         action="store_true",
         help="cache requests that sample too (temperature > 0 or unset)",
@@ -724,6 +749,18 @@ def _run(args: argparse.Namespace) -> int:
     from ._sinks import run_file
     from ._summary import RunSummary
 
+    offload = None
+    if args.batch_api is not None:
+        from ._offload import BatchOffload
+
+        if not args.batch_poll > 0:
+            raise ConfigurationError(f"--batch-poll must be positive, got {args.batch_poll}")
+        offload = BatchOffload(
+            auto=args.batch_api == "auto",
+            size=args.batch_size,
+            poll_s=args.batch_poll,
+            max_poll_s=max(300.0, args.batch_poll),
+        )
     console = Console(stderr=True)
     summary = RunSummary()
     consumers: list[EventConsumer] = [summary]
@@ -777,6 +814,7 @@ def _run(args: argparse.Namespace) -> int:
                 budget_usd=options["budget"],
                 force=args.force,
                 summary=summary,
+                offload=offload,
             )
 
     try:

@@ -37,6 +37,10 @@ The catalogue (name: when; fields):
 ``breaker.opened``     an endpoint kept failing: nothing is sent there for a while;
                        ``scope`` (``key`` or ``provider``), ``key_id``, ``open_s``, ``reason``
 ``breaker.closed``     a probe succeeded: the endpoint is used again; ``scope``, ``key_id``
+``batch.submitted``    a Batch API batch was created (``--batch-api``); ``batch_id``, ``name``
+                       (its file's), ``requests``
+``batch.finished``     a batch ended and its lines are merged into OUTPUT; ``batch_id``,
+                       ``succeeded``, ``failed``
 ``keys.updated``       every second of a run, and at its end: ``keys``, one dict per key
                        (``key_id``, ``in_flight``, ``rpm``, ``tpm``, ``requests_left``,
                        ``tokens_left``, ``cooling_s``, ``dropped``) and ``in_flight`` (all)
@@ -52,6 +56,8 @@ from typing import Any, Final, final
 import structlog
 
 __all__ = [
+    "BATCH_FINISHED",
+    "BATCH_SUBMITTED",
     "BREAKER_CLOSED",
     "BREAKER_OPENED",
     "KEYS_UPDATED",
@@ -86,6 +92,8 @@ LIMITS_UPDATED: Final = "limits.updated"
 KEYS_UPDATED: Final = "keys.updated"
 BREAKER_OPENED: Final = "breaker.opened"
 BREAKER_CLOSED: Final = "breaker.closed"
+BATCH_SUBMITTED: Final = "batch.submitted"
+BATCH_FINISHED: Final = "batch.finished"
 
 #: The structlog method (level) each event is forwarded at.
 LEVELS: Final[dict[str, str]] = {
@@ -104,6 +112,8 @@ LEVELS: Final[dict[str, str]] = {
     KEYS_UPDATED: "debug",
     BREAKER_OPENED: "warning",
     BREAKER_CLOSED: "info",
+    BATCH_SUBMITTED: "info",
+    BATCH_FINISHED: "info",
 }
 
 EventDict = MutableMapping[str, Any]
