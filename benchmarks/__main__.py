@@ -40,6 +40,7 @@ BENCHMARKS: tuple[str, ...] = (
     "faults",
     "resume",
     "cache",
+    "offload",
 )
 
 
@@ -116,6 +117,14 @@ def _cache(s: Mapping[str, Any]) -> str:
     )
 
 
+def _offload(s: Mapping[str, Any]) -> str:
+    return (
+        f"{s['n']:,} lines: {s['batches']} batches ({s['batches_after_kill']} with a kill -9 "
+        f"while polling), {s['lost']} lost, {s['duplicated']} duplicated, "
+        f"{s['duplicate_successes']} answered twice (goals 0)"
+    )
+
+
 #: Headline figures per known benchmark; others get their summary's scalar values.
 HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "overhead": _overhead,
@@ -125,6 +134,7 @@ HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "sync_vs_async": _sync_vs_async,
     "mock_capacity": _mock_capacity,
     "cache": _cache,
+    "offload": _offload,
 }
 
 

@@ -162,3 +162,13 @@ def test_cache_rerun_sends_nothing_small(tmp_path: Path) -> None:
     summary = document["summary"]
     assert summary["rerun_requests"] == 0
     assert summary["rerun_cached"] == 200
+
+
+def test_offload_submits_nothing_twice_small(tmp_path: Path) -> None:
+    """benchmarks.offload --quick: 4 batches with or without a kill -9, nothing lost."""
+    from benchmarks import offload
+
+    document = offload.main(["--quick", "--n", "200", "--json", str(tmp_path / "o.json")])
+    summary = document["summary"]
+    assert summary["batches"] == summary["batches_after_kill"] == 4
+    assert summary["lost"] == summary["duplicated"] == summary["duplicate_successes"] == 0

@@ -1185,3 +1185,81 @@ def test_bad_cache_options_exit_2(
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- Batch API offload ------------------------------------------------------------------------
+
+
+def test_batch_api_run_writes_the_same_output(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """--batch-api: batches on the mock, the same OUTPUT lines as a normal run, 0 chat calls."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 5))
+    before = mock.stats()
+    done = cli(
+        *run_args(mock, source, tmp_path / "out.jsonl", "--batch-api", "--batch-size", "2"),
+        "--batch-poll", "0.05", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    after = mock.stats()
+    assert after.batch_creates - before.batch_creates == 3
+    assert after.total_requests == before.total_requests
+    lines = {line["id"]: line for line in read_jsonl(tmp_path / "out.jsonl")}
+    assert {k: v["content"] for k, v in lines.items()} == {
+        f"q{i}": json.dumps({"answer": 2 * i}) for i in range(5)
+    }
+    assert "read 5 lines: 0 already done, 5 succeeded" in done.stderr
+
+
+def test_plain_run_over_open_batches_exits_2(tmp_path: Path) -> None:
+    """OUTPUT with batches still open and no --batch-api: exit 2, saying how to collect them."""
+    out = tmp_path / "out.jsonl"
+    out.with_name("out.jsonl.batches.json").write_text(
+        json.dumps({"version": 1, "api": "openai", "token": "t", "chunks": [
+            {"name": "n", "ids": ["r1"], "file_id": "f", "batch_id": "b", "merged": False}
+        ]}), encoding="utf-8",
+    )  # fmt: skip
+    source = write_jsonl(tmp_path / "in.jsonl", prompts("x", 1))
+    done = cli("run", str(source), "-o", str(out), "--keys", "k", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--batch-api to collect them" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_kill_9_while_polling_submits_nothing_twice(tmp_path: Path, tag: str) -> None:
+    """kill -9 once every batch is created; the rerun reattaches: no batch created twice,
+    every id once in OUTPUT, no prompt answered twice."""
+    config = MockServerConfig(keys=(SECRET,), batch_polls=8)
+    with MockServerProcess(config) as server:
+        source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 40))
+        out = tmp_path / "out.jsonl"
+        argv = [sys.executable, "-m", "trio_llm",
+                *run_args(server, source, out, "--batch-api", "--batch-size", "10",
+                          "--batch-poll", "0.05")]  # fmt: skip
+        state = out.with_name("out.jsonl.batches.json")
+        child = subprocess.Popen(argv, env=child_env(), stderr=subprocess.PIPE)  # noqa: S603
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    chunks = json.loads(state.read_text(encoding="utf-8"))["chunks"]
+                except (FileNotFoundError, ValueError):
+                    chunks = []
+                if len(chunks) == 4 and all(c["batch_id"] for c in chunks):
+                    break
+                time.sleep(0.01)
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.wait()
+            assert child.stderr is not None
+            child.stderr.close()
+        assert child.returncode == -signal.SIGKILL
+        assert server.stats().batch_creates == 4
+        done = cli(*run_args(server, source, out, "--batch-api", "--batch-poll", "0.05"),
+                   cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        stats = server.stats()
+    assert (stats.batch_creates, stats.batch_lines, stats.files_uploaded) == (4, 40, 4)
+    assert stats.duplicate_successes == 0
+    ids = [line["id"] for line in read_jsonl(out)]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(40))
