@@ -53,23 +53,27 @@ def items(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def engine(base_url: str, path: Path) -> trio_llm.Engine:
+def engine(base_url: str, path: Path | None) -> trio_llm.Engine:
     return trio_llm.Engine(
         provider=trio_llm.OpenAICompatible(base_url=base_url, model="mock-gpt"),
         keys=["sk-bench-cache-0001"],
         concurrency=CONCURRENCY,
-        cache=trio_llm.Cache(path),
+        cache=None if path is None else trio_llm.Cache(path),
     )
 
 
-def timed_map(base_url: str, path: Path, prompts: list[dict[str, Any]]) -> tuple[float, int]:
-    """Wall seconds of one ``engine.map``, and how many results were cached."""
+def timed_map(
+    base_url: str, path: Path | None, prompts: list[dict[str, Any]]
+) -> tuple[float, int, int]:
+    """Wall seconds of one ``engine.map``, how many results were cached, and how many thread
+    calls SQLite took."""
     run = engine(base_url, path)
     started = time.perf_counter()
     results = trio.run(run.map, prompts)
     wall = time.perf_counter() - started
     assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
-    return wall, sum(r.cached for r in results)
+    calls = 0 if run.cache is None else run.cache.statistics().batches
+    return wall, sum(r.cached for r in results), calls
 
 
 def timed_cli(base_url: str, source: Path, out: Path, cache: Path) -> float:
@@ -96,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reruns: dict[str, list[float]] = {"map": [], "cli": []}
     sent: dict[str, list[int]] = {"map": [], "cli": []}
     cached: list[int] = []
+    plain: list[float] = []
+    calls: dict[str, list[int]] = {"fill": [], "rerun": []}
     with (
         MockServerProcess(MockServerConfig()) as server,
         tempfile.TemporaryDirectory(prefix="trio-llm-cache-") as tmp,
@@ -103,13 +109,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for run in range(options.runs):
             prompts = items(n)
             path = Path(tmp) / f"map-{run}.sqlite"
-            fill, _ = timed_map(server.base_url, path, prompts)
+            plain.append(timed_map(server.base_url, None, items(n))[0])
+            fill, _, fill_calls = timed_map(server.base_url, path, prompts)
             fills["map"].append(fill)
+            calls["fill"].append(fill_calls)
             before = server.stats().total_requests
             if options.extra.profile and run == 0:
                 profile = cProfile.Profile()
                 profile.enable()
-            wall, hits = timed_map(server.base_url, path, prompts)
+            wall, hits, rerun_calls = timed_map(server.base_url, path, prompts)
+            calls["rerun"].append(rerun_calls)
             if options.extra.profile and run == 0:
                 profile.disable()
                 pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(20)
@@ -128,15 +137,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             marked = sum(b'"cached":true' in line for line in out.read_bytes().splitlines())
             assert marked == n, f"{marked} of {n} OUTPUT lines marked cached"
             print(f"run {run + 1}/{options.runs}: map {wall:.2f} s, cli {reruns['cli'][-1]:.2f} s")
+    rows.append(["engine.map, no cache", n, n, 0, "-", median(plain)])
     for what, label in (("map", "engine.map"), ("cli", "trio-llm run --cache (a process)")):
-        rows.append([f"{label}: fill", n, n, 0, median(fills[what])])
-        rows.append([f"{label}: rerun", n, max(sent[what]), n, median(reruns[what])])
+        fill_calls = median(calls["fill"]) if what == "map" else "-"
+        rerun_calls = median(calls["rerun"]) if what == "map" else "-"
+        rows.append([f"{label}: fill", n, n, 0, fill_calls, median(fills[what])])
+        rows.append([f"{label}: rerun", n, max(sent[what]), n, rerun_calls, median(reruns[what])])
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     return report(
         "cache",
         f"Response cache: {n} distinct prompts at temperature 0, concurrency {CONCURRENCY}, "
         f"mock in its own process; {options.runs} run(s), medians",
-        ["run", "items", "requests sent", "answered from cache", "wall s (median)"],
+        [
+            "run",
+            "items",
+            "requests sent",
+            "answered from cache",
+            "SQLite thread calls",
+            "wall s (median)",
+        ],
         rows,
         options,
         summary={
@@ -144,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "map_rerun_s": median(reruns["map"]),
             "cli_rerun_s": median(reruns["cli"]),
             "map_fill_s": median(fills["map"]),
+            "map_no_cache_s": median(plain),
+            "sqlite_calls_rerun": median(calls["rerun"]),
             "cli_fill_s": median(fills["cli"]),
             "rerun_requests": max(sent["map"] + sent["cli"]),
             "rerun_cached": min(cached),

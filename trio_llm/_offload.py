@@ -424,7 +424,11 @@ class Offload:
         if self.engine._transport is not None:
             kwargs["transport"] = self.engine._transport
         return httpx.AsyncClient(
-            base_url=self.provider.base_url, headers=headers, timeout=120.0, **kwargs
+            base_url=self.provider.base_url,
+            headers=headers,
+            # A 200 MB upload may take minutes; every other call is small.
+            timeout=httpx.Timeout(120.0, write=1800.0),
+            **kwargs,
         )
 
     async def results(self, requests: AsyncIterator[Request]) -> AsyncGenerator[Result, None]:
