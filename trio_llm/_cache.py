@@ -304,6 +304,9 @@ class _Batcher:
                     raise me.error
                 return me.answer
         self._busy = True
+        # One checkpoint first: every task runnable now (workers just handed an item) adds
+        # its op to this call rather than waiting for the next one.
+        await trio.lowlevel.cancel_shielded_checkpoint()
         batch, self._pending = self._pending, []
         try:
             answers = await trio.to_thread.run_sync(
