@@ -39,6 +39,8 @@ BENCHMARKS: tuple[str, ...] = (
     "mock_capacity",
     "faults",
     "resume",
+    "cache",
+    "offload",
 )
 
 
@@ -108,6 +110,21 @@ def _mock_capacity(s: Mapping[str, Any]) -> str:
     return ", ".join(f"{r['server']} {r['generator']} {r['req_per_s']:,} req/s" for r in s["rows"])
 
 
+def _cache(s: Mapping[str, Any]) -> str:
+    return (
+        f"rerun of {s['n']:,}: {s['rerun_requests']} requests sent (goal 0), engine.map "
+        f"{_f(s['map_rerun_s'])} s, trio-llm run {_f(s['cli_rerun_s'])} s (goal < 2 s at 10,000)"
+    )
+
+
+def _offload(s: Mapping[str, Any]) -> str:
+    return (
+        f"{s['n']:,} lines: {s['batches']} batches ({s['batches_after_kill']} with a kill -9 "
+        f"while polling), {s['lost']} lost, {s['duplicated']} duplicated, "
+        f"{s['duplicate_successes']} answered twice (goals 0)"
+    )
+
+
 #: Headline figures per known benchmark; others get their summary's scalar values.
 HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "overhead": _overhead,
@@ -116,6 +133,8 @@ HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "rate_limits": _rate_limits,
     "sync_vs_async": _sync_vs_async,
     "mock_capacity": _mock_capacity,
+    "cache": _cache,
+    "offload": _offload,
 }
 
 

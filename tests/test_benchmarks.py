@@ -152,3 +152,23 @@ def test_headline_falls_back_to_scalar_figures() -> None:
     summary: dict[str, Any] = {"lost": 0, "recovered": 0.999, "nested": {"x": 1}}
     assert runner.headline("a_new_benchmark", summary) == "lost=0, recovered=0.999"
     assert runner.headline("memory", summary) == "lost=0, recovered=0.999"
+
+
+def test_cache_rerun_sends_nothing_small(tmp_path: Path) -> None:
+    """benchmarks.cache --quick: the rerun is answered from the cache, both ways."""
+    from benchmarks import cache
+
+    document = cache.main(["--quick", "--n", "200", "--json", str(tmp_path / "c.json")])
+    summary = document["summary"]
+    assert summary["rerun_requests"] == 0
+    assert summary["rerun_cached"] == 200
+
+
+def test_offload_submits_nothing_twice_small(tmp_path: Path) -> None:
+    """benchmarks.offload --quick: 4 batches with or without a kill -9, nothing lost."""
+    from benchmarks import offload
+
+    document = offload.main(["--quick", "--n", "200", "--json", str(tmp_path / "o.json")])
+    summary = document["summary"]
+    assert summary["batches"] == summary["batches_after_kill"] == 4
+    assert summary["lost"] == summary["duplicated"] == summary["duplicate_successes"] == 0

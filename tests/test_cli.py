@@ -1127,3 +1127,139 @@ def test_routes_tables_in_the_config_make_a_chain(
     )
     assert done.returncode == 2
     assert "routes #1: unknown field 'colour'" in done.stderr
+
+
+# --- the response cache -----------------------------------------------------------------------
+
+
+def test_cache_answers_a_rerun_into_a_new_output(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """--cache: a second run into another OUTPUT sends nothing; its lines say cached."""
+    items = [{**item, "temperature": 0} for item in prompts(tag, 4)]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    cache = str(tmp_path / "answers.sqlite")
+    first = cli(*run_args(mock, source, tmp_path / "a.jsonl", "--cache", cache), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "cache: 0 answered" in first.stderr
+    before = mock.stats()
+    again = cli(*run_args(mock, source, tmp_path / "b.jsonl", "--cache", cache), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert delta(before, mock.stats())["requests"] == 0
+    assert "cache: 4 answered" in again.stderr
+    lines = {line["id"]: line for line in read_jsonl(tmp_path / "b.jsonl")}
+    old = {line["id"]: line for line in read_jsonl(tmp_path / "a.jsonl")}
+    assert all(line["cached"] is True and line["cost_usd"] == 0 for line in lines.values())
+    assert {k: v["content"] for k, v in lines.items()} == {k: v["content"] for k, v in old.items()}
+
+
+def test_cache_says_why_sampled_requests_were_not_kept(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """Without a temperature the requests sample: not cached, and the run says so."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 2))
+    cache = str(tmp_path / "answers.sqlite")
+    done = cli(*run_args(mock, source, tmp_path / "a.jsonl", "--cache", cache), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 not cached because they sample" in done.stderr
+    sampled = cli(
+        *run_args(mock, source, tmp_path / "b.jsonl", "--cache", cache, "--cache-sampled"),
+        cwd=tmp_path,
+    )
+    assert "2 stored" in sampled.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--cache", "."], "it is a directory"),
+        (["--cache", "c.sqlite", "--cache-ttl", "0"], "--cache-ttl must be positive"),
+    ],
+)
+def test_bad_cache_options_exit_2(
+    mock: MockServerProcess, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    """A directory as --cache, or a ttl of 0: exit 2, one line naming it."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts("x", 1))
+    done = cli(*run_args(mock, source, tmp_path / "a.jsonl", *flags), cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- Batch API offload ------------------------------------------------------------------------
+
+
+def test_batch_api_run_writes_the_same_output(
+    mock: MockServerProcess, tmp_path: Path, tag: str
+) -> None:
+    """--batch-api: batches on the mock, the same OUTPUT lines as a normal run, 0 chat calls."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 5))
+    before = mock.stats()
+    done = cli(
+        *run_args(mock, source, tmp_path / "out.jsonl", "--batch-api", "--batch-size", "2"),
+        "--batch-poll", "0.05", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    after = mock.stats()
+    assert after.batch_creates - before.batch_creates == 3
+    assert after.total_requests == before.total_requests
+    lines = {line["id"]: line for line in read_jsonl(tmp_path / "out.jsonl")}
+    assert {k: v["content"] for k, v in lines.items()} == {
+        f"q{i}": json.dumps({"answer": 2 * i}) for i in range(5)
+    }
+    assert "read 5 lines: 0 already done, 5 succeeded" in done.stderr
+
+
+def test_plain_run_over_open_batches_exits_2(tmp_path: Path) -> None:
+    """OUTPUT with batches still open and no --batch-api: exit 2, saying how to collect them."""
+    out = tmp_path / "out.jsonl"
+    out.with_name("out.jsonl.batches.json").write_text(
+        json.dumps({"version": 1, "api": "openai", "token": "t", "chunks": [
+            {"name": "n", "ids": ["r1"], "file_id": "f", "batch_id": "b", "merged": False}
+        ]}), encoding="utf-8",
+    )  # fmt: skip
+    source = write_jsonl(tmp_path / "in.jsonl", prompts("x", 1))
+    done = cli("run", str(source), "-o", str(out), "--keys", "k", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--batch-api to collect them" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_kill_9_while_polling_submits_nothing_twice(tmp_path: Path, tag: str) -> None:
+    """kill -9 once every batch is created; the rerun reattaches: no batch created twice,
+    every id once in OUTPUT, no prompt answered twice."""
+    config = MockServerConfig(keys=(SECRET,), batch_polls=8)
+    with MockServerProcess(config) as server:
+        source = write_jsonl(tmp_path / "in.jsonl", prompts(tag, 40))
+        out = tmp_path / "out.jsonl"
+        argv = [sys.executable, "-m", "trio_llm",
+                *run_args(server, source, out, "--batch-api", "--batch-size", "10",
+                          "--batch-poll", "0.05")]  # fmt: skip
+        state = out.with_name("out.jsonl.batches.json")
+        child = subprocess.Popen(argv, env=child_env(), stderr=subprocess.PIPE)  # noqa: S603
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    chunks = json.loads(state.read_text(encoding="utf-8"))["chunks"]
+                except (FileNotFoundError, ValueError):
+                    chunks = []
+                if len(chunks) == 4 and all(c["batch_id"] for c in chunks):
+                    break
+                time.sleep(0.01)
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.wait()
+            assert child.stderr is not None
+            child.stderr.close()
+        assert child.returncode == -signal.SIGKILL
+        assert server.stats().batch_creates == 4
+        done = cli(*run_args(server, source, out, "--batch-api", "--batch-poll", "0.05"),
+                   cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        stats = server.stats()
+    assert (stats.batch_creates, stats.batch_lines, stats.files_uploaded) == (4, 40, 4)
+    assert stats.duplicate_successes == 0
+    ids = [line["id"] for line in read_jsonl(out)]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(40))

@@ -13,6 +13,8 @@ from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     from ._breaker import BreakerPolicy as BreakerPolicy
+    from ._cache import Cache as Cache
+    from ._cache import CacheStatistics as CacheStatistics
     from ._config import Limits as Limits
     from ._config import RetryPolicy as RetryPolicy
     from ._engine import Engine as Engine
@@ -50,6 +52,8 @@ if _typing.TYPE_CHECKING:
 #: Where each public name lives.
 _SOURCES: dict[str, str] = {
     "BreakerPolicy": "._breaker",
+    "Cache": "._cache",
+    "CacheStatistics": "._cache",
     "Limits": "._config",
     "RetryPolicy": "._config",
     "Engine": "._engine",
@@ -90,6 +94,8 @@ __all__ = [
     "ApiKey",
     "BreakerPolicy",
     "BucketStatistics",
+    "Cache",
+    "CacheStatistics",
     "CharEstimator",
     "Completion",
     "ConfigurationError",

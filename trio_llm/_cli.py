@@ -113,6 +113,9 @@ _RUN_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "failed": (str, None),
     "prices": (str, None),
     "log_json": (str, None),
+    "cache": (str, None),
+    "cache_ttl": (float, None),
+    "cache_max_mb": (float, None),
 }
 
 
@@ -255,6 +258,53 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         "a model not served, failures once its retries are spent); repeat for a chain",
     )
     run.add_argument("--log-json", default=None, help="write every event as JSON lines here")
+    run.add_argument(
+        "--cache",
+        default=None,
+        metavar="PATH",
+        help="answer identical requests from this SQLite file (shared by runs), and keep new "
+        "answers there; only requests with temperature 0 unless --cache-sampled",
+    )
+    run.add_argument(
+        "--cache-ttl", type=float, default=None, metavar="S", help="cached answers expire after S s"
+    )
+    run.add_argument(
+        "--cache-max-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="keep at most MB megabytes of cached answers (the oldest go first)",
+    )
+    run.add_argument(
+        "--batch-api",
+        nargs="?",
+        const="on",
+        default=None,
+        choices=["on", "auto"],
+        metavar="auto",
+        help="send INPUT through the provider's Batch API at half price (answers within 24 h; "
+        "a rerun collects batches already submitted); 'auto': only for inputs of 1,000 items "
+        "or more with no --deadline under 24 h",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=_at_least(1, "--batch-size"),
+        default=None,
+        metavar="N",
+        help="requests per batch (default the provider's most: OpenAI 50,000, Anthropic 100,000)",
+    )
+    run.add_argument(
+        "--batch-poll",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="first wait between batch status reads, growing 1.5 x up to 300 s (default 30)",
+    )
+    run.add_argument(
+        "--cache-sampled",
+        action="store_true",
+        help="cache requests that sample too (temperature > 0 or unset)",
+    )
 
     mock = commands.add_parser(
         "mock-server",
@@ -641,7 +691,16 @@ def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value
-    for name in ("rpm", "tpm", "budget", "deadline", "timeout", "idle_timeout"):
+    for name in (
+        "rpm",
+        "tpm",
+        "budget",
+        "deadline",
+        "timeout",
+        "idle_timeout",
+        "cache_ttl",
+        "cache_max_mb",
+    ):
         value = options[name]
         if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
             raise ConfigurationError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -699,6 +758,18 @@ def _advice(report: FileRunReport | None, snap: SummarySnapshot, keys_hint: str)
     return None
 
 
+def _cache_line(cache: Any) -> str:
+    """What the response cache did, and why answers were not kept, when that is likely."""
+    stats = cache.statistics()
+    line = f"cache: {stats.hits} answered from {cache.path}, {stats.stored} stored"
+    if stats.sampled:
+        line += (
+            f", {stats.sampled} not cached because they sample (temperature > 0 or unset; "
+            "--cache-sampled caches them too)"
+        )
+    return line
+
+
 def _run(args: argparse.Namespace) -> int:
     from ._errors import ConfigurationError
 
@@ -726,6 +797,18 @@ def _run(args: argparse.Namespace) -> int:
     from ._sinks import run_file
     from ._summary import RunSummary
 
+    offload = None
+    if args.batch_api is not None:
+        from ._offload import BatchOffload
+
+        if not args.batch_poll > 0:
+            raise ConfigurationError(f"--batch-poll must be positive, got {args.batch_poll}")
+        offload = BatchOffload(
+            auto=args.batch_api == "auto",
+            size=args.batch_size,
+            poll_s=args.batch_poll,
+            max_poll_s=max(300.0, args.batch_poll),
+        )
     console = Console(stderr=True)
     summary = RunSummary()
     consumers: list[EventConsumer] = [summary]
@@ -735,6 +818,16 @@ def _run(args: argparse.Namespace) -> int:
         consumers.append(_json_log(log_file))
     api = _input_api(str(args.input))
     routes = _routes(options, args.fallback_model or [], keys, api)
+    cache = None
+    if options["cache"]:
+        from ._cache import Cache
+
+        cache = Cache(
+            options["cache"],
+            ttl=options["cache_ttl"],
+            max_mb=options["cache_max_mb"],
+            sampled=args.cache_sampled,
+        )
     try:
         engine = Engine(
             provider=None if routes else _provider(api, options["base_url"], options["model"]),
@@ -749,10 +842,13 @@ def _run(args: argparse.Namespace) -> int:
             keep_raw=True,
             consumers=consumers,
             prices=prices,
+            cache=cache,
         )
     except BaseException:
         if log_file is not None:
             log_file.close()
+        if cache is not None:
+            cache.close()
         raise
 
     async def main(_: trio.CancelScope) -> Any:
@@ -766,6 +862,7 @@ def _run(args: argparse.Namespace) -> int:
                 budget_usd=options["budget"],
                 force=args.force,
                 summary=summary,
+                offload=offload,
             )
 
     try:
@@ -775,6 +872,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if log_file is not None:
             log_file.close()
+        if cache is not None:
+            cache.close()
 
     def say(text: str) -> None:
         console.print(text, highlight=False, markup=False, soft_wrap=True)
@@ -790,6 +889,8 @@ def _run(args: argparse.Namespace) -> int:
             + (f", {report.changed} changed and sent again" if report.changed else "")
         )
         _print_problems(report, say)
+    if cache is not None:
+        say(_cache_line(cache))
     for kind, count in sorted(snap.failed_by_kind.items()):
         example = snap.failure_examples.get(kind)
         if example:

@@ -401,6 +401,8 @@ def output_line(
                 "error": None if error is None else _batch_error(error),
             }
         )
+        if result.cached:
+            line["cached"] = True
         return line
     line["id"] = item_id
     if result.ok:
@@ -411,6 +413,8 @@ def output_line(
     else:
         line["error"] = error
     line["attempts"] = result.attempts
+    if result.cached:
+        line["cached"] = True  # answered from the response cache: nothing sent, cost 0
     # Where it was answered, when there was a choice (routes), and why it moved.
     if result.route is not None:
         line["route"] = result.route

@@ -27,6 +27,7 @@ import trio
 
 from ._attempt import Sender
 from ._breaker import BreakerPolicy
+from ._cache import Cache, CacheSession
 from ._config import Limits, RetryPolicy
 from ._errors import ConfigurationError, SourceError
 from ._events import EventConsumer, EventHub
@@ -125,6 +126,9 @@ class Engine:
             (from sending to the first, then between chunks) before the attempt fails as a
             ``timeout`` and is retried; apart from ``timeout``, which bounds the whole
             attempt. ``None`` (the default): only ``timeout``.
+        cache: answer identical requests from disk: ``trio_llm.Cache("answers.sqlite")``
+            (see ``trio_llm._cache``); a hit is a ``Result`` with ``cached=True``, cost 0,
+            and takes nothing from the limits.
 
     Use ``trio.run(engine.map, prompts)`` for a batch, or keep it open with
     ``async with engine:`` in a service so that concurrent callers share one HTTP layer, one
@@ -152,6 +156,7 @@ class Engine:
         fallback_on: Collection[ErrorKind] | bool | None = None,
         limits_store: LimitsStore | None = None,
         idle_timeout: float | None = None,
+        cache: Cache | None = None,
     ) -> None:
         if routes is None:
             if provider is None or keys is None:
@@ -210,6 +215,13 @@ class Engine:
                 "HINT: limits_store=trio_llm.RedisStore('redis://127.0.0.1:6379/0')"
             )
         self.limits_store = limits_store
+        if cache is not None and not isinstance(cache, Cache):
+            raise ConfigurationError(
+                f"cache must be a trio_llm.Cache, got {type(cache).__name__}\n"
+                "HINT: cache=trio_llm.Cache('answers.sqlite')"
+            )
+        self.cache = cache
+        self._cache_session: CacheSession | None = None
         self.events = EventHub(tuple(consumers))
         self.breaker = breaker
         self._routes = tuple(routes)
@@ -301,7 +313,17 @@ class Engine:
                 self._specs, self.events, self.breaker, store=self.limits_store
             )
             self._scheduler_run = run
+            self._cache_session = None
         return self._scheduler
+
+    def _cache_now(self) -> CacheSession | None:
+        """This trio run's view of the cache (its in-flight items, its batched SQLite calls)."""
+        self._scheduler_now()  # a new trio run starts a new session
+        if self.cache is not None and self._cache_session is None:
+            self._cache_session = CacheSession(
+                self.cache, [(route.provider, route.model) for route in self._routes]
+            )
+        return self._cache_session
 
     def _parts(self, http: HttpPool, priority: Priority = "batch") -> RunParts:
         if priority not in ("batch", "interactive"):
@@ -331,6 +353,7 @@ class Engine:
             keys=sum(len(spec.keys) for spec in self._specs),
             routes=tuple(route.label for route in self._routes),
             fallback_on=self.fallback_on,
+            cache=self._cache_now(),
         )
 
     @contextlib.asynccontextmanager

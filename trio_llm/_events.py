@@ -23,6 +23,8 @@ The catalogue (name: when; fields):
                        ``ttft_s`` and ``output_tokens_per_s`` (streamed answers; else None)
 ``request.retrying``   an attempt failed and will be retried; ``index``, ``id``, ``attempt``,
                        ``kind``, ``status``, ``wait_s``, ``key_id``
+``request.cached``     an item was answered from the response cache (nothing sent);
+                       ``index``, ``id``, ``route``, ``model``
 ``request.failed``     the item failed for good; ``index``, ``id``, ``attempts``, ``kind``,
                        ``status``, ``message``
 ``request.rerouted``   an item moved down a fallback chain; ``index``, ``id``, ``route`` (the
@@ -36,6 +38,10 @@ The catalogue (name: when; fields):
 ``breaker.opened``     an endpoint kept failing: nothing is sent there for a while;
                        ``scope`` (``key`` or ``provider``), ``key_id``, ``open_s``, ``reason``
 ``breaker.closed``     a probe succeeded: the endpoint is used again; ``scope``, ``key_id``
+``batch.submitted``    a Batch API batch was created (``--batch-api``); ``batch_id``, ``name``
+                       (its file's), ``requests``
+``batch.finished``     a batch ended and its lines are merged into OUTPUT; ``batch_id``,
+                       ``succeeded``, ``failed``
 ``keys.updated``       every second of a run, and at its end: ``keys``, one dict per key
                        (``key_id``, ``in_flight``, ``rpm``, ``tpm``, ``requests_left``,
                        ``tokens_left``, ``cooling_s``, ``dropped``) and ``in_flight`` (all)
@@ -51,12 +57,15 @@ from typing import Any, Final, final
 import structlog
 
 __all__ = [
+    "BATCH_FINISHED",
+    "BATCH_SUBMITTED",
     "BREAKER_CLOSED",
     "BREAKER_OPENED",
     "KEYS_UPDATED",
     "KEY_COOLING",
     "KEY_DROPPED",
     "LIMITS_UPDATED",
+    "REQUEST_CACHED",
     "REQUEST_FAILED",
     "REQUEST_REROUTED",
     "REQUEST_RETRYING",
@@ -76,6 +85,7 @@ REQUEST_SUCCEEDED: Final = "request.succeeded"
 REQUEST_RETRYING: Final = "request.retrying"
 REQUEST_REROUTED: Final = "request.rerouted"
 REQUEST_FAILED: Final = "request.failed"
+REQUEST_CACHED: Final = "request.cached"
 REQUEST_WAITING: Final = "request.waiting"
 KEY_COOLING: Final = "key.cooling"
 KEY_DROPPED: Final = "key.dropped"
@@ -83,6 +93,8 @@ LIMITS_UPDATED: Final = "limits.updated"
 KEYS_UPDATED: Final = "keys.updated"
 BREAKER_OPENED: Final = "breaker.opened"
 BREAKER_CLOSED: Final = "breaker.closed"
+BATCH_SUBMITTED: Final = "batch.submitted"
+BATCH_FINISHED: Final = "batch.finished"
 
 #: The structlog method (level) each event is forwarded at.
 LEVELS: Final[dict[str, str]] = {
@@ -93,6 +105,7 @@ LEVELS: Final[dict[str, str]] = {
     REQUEST_RETRYING: "info",
     REQUEST_REROUTED: "info",
     REQUEST_FAILED: "warning",
+    REQUEST_CACHED: "debug",
     REQUEST_WAITING: "info",
     KEY_COOLING: "info",
     KEY_DROPPED: "warning",
@@ -100,6 +113,8 @@ LEVELS: Final[dict[str, str]] = {
     KEYS_UPDATED: "debug",
     BREAKER_OPENED: "warning",
     BREAKER_CLOSED: "info",
+    BATCH_SUBMITTED: "info",
+    BATCH_FINISHED: "info",
 }
 
 EventDict = MutableMapping[str, Any]

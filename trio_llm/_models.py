@@ -166,6 +166,8 @@ class Result:
             answering attempt to its first output token, on trio's clock.
         output_tokens_per_s: for a streamed answer, its output tokens over the seconds from
             the first token to the last event (``None`` when it came in one piece).
+        cached: answered from the response cache (``Engine(cache=...)``): nothing was sent,
+            ``cost_usd`` is 0 and ``usage`` is what the original answer reported.
     """
 
     index: int
@@ -186,6 +188,7 @@ class Result:
     # Streaming (issue 11): the timing of the answering attempt's stream.
     ttft_s: float | None = None
     output_tokens_per_s: float | None = None
+    cached: bool = False
 
 
 #: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a

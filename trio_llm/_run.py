@@ -27,6 +27,7 @@ import trio
 
 from . import _events as ev
 from ._attempt import Sender
+from ._cache import CacheClaim, CacheSession
 from ._config import RetryPolicy
 from ._errors import InputError
 from ._events import EventHub
@@ -34,6 +35,7 @@ from ._models import ErrorInfo, Prompt, Request, Result, Usage, to_request
 from ._outcome import Outcome
 from ._policy import ErrorKind, Retry, rule_for
 from ._pricing import PriceTable
+from ._providers import Completion
 from ._scheduler import Lease, Scheduler
 from ._tokens import CharEstimator, Estimator
 
@@ -68,6 +70,8 @@ class RunParts:
     fallback_on: frozenset[ErrorKind] | None = None
     #: An interactive call: its own slots, and it reserves ahead of the batch.
     urgent: bool = False
+    #: The response cache, if the engine has one.
+    cache: CacheSession | None = None
 
 
 @attrs.define(eq=False)
@@ -89,6 +93,7 @@ class _Progress:
     model: str = ""
     held_usd: float = 0.0
     route: str | None = None
+    route_index: int = 0
     rerouted: list[str] = attrs.field(factory=list)
 
 
@@ -260,10 +265,19 @@ class Run:
         scope = trio.CancelScope()
         self._item_scopes.add(scope)
         ended: Outcome | None = None
+        claim: CacheClaim | None = None
+        cache = self._parts.cache
         try:
             with scope:
                 try:
+                    if cache is not None:
+                        # Before any slot or lease: a hit takes nothing from the limits.
+                        claim = await cache.claim(request)
+                        if claim is not None and claim.hit is not None:
+                            return self._cached(item.index, request, *claim.hit)
                     ended = await self._attempts(item.index, request, progress, scope)
+                    if claim is not None and ended.completion is not None:
+                        await claim.store(progress.route_index, ended.completion)
                 except Exception as exc:
                     # A bug, or something no table foresaw, in this item only: it fails alone.
                     ended = Outcome(
@@ -272,6 +286,8 @@ class Run:
                         sent=False,
                     )
         finally:
+            if claim is not None:
+                claim.release()  # identical items waiting for this one go on
             self._item_scopes.discard(scope)
             self._release_budget(progress, None)
         if ended is not None:
@@ -343,6 +359,7 @@ class Run:
             progress.sent += 1
             progress.key_id = lease.key.fingerprint
             progress.model = lease.model
+            progress.route_index = lease.route
             if len(parts.routes) > 1:
                 progress.route = parts.routes[lease.route]
             if progress.first_sent is None:
@@ -552,6 +569,26 @@ class Run:
             **self._where(progress),
             ttft_s=outcome.ttft_s,
             output_tokens_per_s=rate,
+        )
+
+    def _cached(self, index: int, request: Request, route: int, completion: Completion) -> Result:
+        parts = self._parts
+        assert parts.cache is not None
+        model = parts.cache.model(route, request)
+        label = parts.routes[route] if len(parts.routes) > 1 else None
+        parts.events.emit(ev.REQUEST_CACHED, index=index, id=request.id, route=label, model=model)
+        return Result(
+            index=index,
+            id=request.id,
+            ok=True,
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            usage=completion.usage,
+            cost_usd=0.0,
+            raw=completion.raw if parts.keep_raw else None,
+            route=label,
+            model=model,
+            cached=True,
         )
 
     def _failed(

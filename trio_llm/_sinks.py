@@ -44,6 +44,7 @@ from ._engine import Engine
 from ._errors import ConfigurationError, InputError
 from ._journal import JournalError, OutputJournal, State
 from ._models import ErrorInfo, Request
+from ._offload import BatchOffload, Offload, open_batches, state_path
 from ._policy import POLICY
 
 if TYPE_CHECKING:
@@ -230,6 +231,29 @@ def _changed(
     )
 
 
+def _offloader(
+    offload: BatchOffload | None,
+    engine: Engine,
+    output_path: str | Path,
+    total: int | None,
+    deadline: float | None,
+    budget_usd: float | None,
+) -> Offload | None:
+    """The Batch API run, if this run is one; refuses a plain run over open batches."""
+    if offload is None or not offload.wanted(total, deadline, output_path):
+        open_ones = 0 if str(output_path) == "-" else open_batches(state_path(output_path))
+        if open_ones:
+            raise ConfigurationError(
+                f"{state_path(output_path)} records {open_ones} Batch API batches still open "
+                "for this OUTPUT; sending their items again would pay twice\n"
+                "HINT: rerun with --batch-api to collect them"
+            )
+        return None
+    if budget_usd is not None:
+        raise ConfigurationError("--budget does not apply to --batch-api (its cost is known after)")
+    return Offload(offload, engine, output_path, deadline=deadline)
+
+
 async def run_file(
     engine: Engine,
     input_path: str | Path,
@@ -240,6 +264,7 @@ async def run_file(
     budget_usd: float | None = None,
     force: bool = False,
     summary: RunSummary | None = None,
+    offload: BatchOffload | None = None,
 ) -> FileRunReport:
     """Run every line of a JSONL file through ``engine``; see the module docs.
 
@@ -252,6 +277,8 @@ async def run_file(
         force: take over an OUTPUT that is not trio-llm's, and send again the items whose input
             changed since their answer was written.
         summary: told the number of items up front and every line's outcome (the progress bar).
+        offload: send through the provider's Batch API at half price (``trio_llm._offload``);
+            its results go through the same journal, in the same OUTPUT lines.
     """
     for other, what in ((input_path, "INPUT"), (output_path, "OUTPUT")):
         if _same_file(failed_path, other):
@@ -264,6 +291,7 @@ async def run_file(
     handle = _open_input(input_path)
     journal = OutputJournal(output_path, force=force)
     source_name = "<stdin>" if str(input_path) == "-" else str(input_path)
+    total: int | None = None
     try:
         journal.open()
         verified = False
@@ -272,6 +300,7 @@ async def run_file(
             total = _survey(handle, journal, source_name, check=verified)
             if summary is not None:
                 summary.set_total(total)
+        offloader = _offloader(offload, engine, output_path, total, deadline, budget_usd)
         failed_file = _open_failed(failed_path)
     except BaseException:
         if handle is not sys.stdin.buffer:
@@ -365,7 +394,9 @@ async def run_file(
     try:
         async with (
             contextlib.aclosing(requests()) as source,
-            engine.stream(source, deadline=deadline, budget_usd=budget_usd) as results,
+            engine.stream(source, deadline=deadline, budget_usd=budget_usd)
+            if offloader is None
+            else contextlib.aclosing(offloader.results(source)) as results,
         ):
             async for result in results:
                 item = pending.pop(result.index)

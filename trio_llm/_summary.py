@@ -78,6 +78,7 @@ class SummarySnapshot:
     streamed: int = 0
     ttft_p50_s: float | None = None
     ttft_p95_s: float | None = None
+    cached: int = 0  # answered from the response cache (nothing sent)
 
     @property
     def cost_text(self) -> str:
@@ -130,6 +131,7 @@ class RunSummary:
         self._started: float | None = None
         self._finished: float | None = None
         self._succeeded = 0
+        self._cached = 0
         self._slow = 0
         self._examples: dict[str, str] = {}
         self._waiting: tuple[str, float, float, float] | None = None  # ..., until (monotonic)
@@ -196,6 +198,9 @@ class RunSummary:
                 self._cost += cost
                 self._priced = True
             self._last_429.pop(event_dict.get("index"), None)
+        elif name == ev.REQUEST_CACHED:
+            self._succeeded += 1
+            self._cached += 1
         elif name == ev.REQUEST_RETRYING:
             if event_dict.get("status") == 429:
                 self._rate_limited += 1
@@ -283,6 +288,7 @@ class RunSummary:
             invalid=self._lines["invalid"],
             duplicates=self._lines["duplicates"],
             kept_failed=self._lines["kept_failed"],
+            cached=self._cached,
         )
 
 

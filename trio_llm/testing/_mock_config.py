@@ -255,6 +255,11 @@ class MockServerConfig:
             balance is too low".
         unknown_key_error: how a key not in ``keys`` is refused: ``"openai"`` (401
             ``invalid_api_key``) or ``"litellm"`` (400 ``no_db_connection``).
+        batch_polls: a Batch API batch (OpenAI ``/v1/batches``, Anthropic
+            ``/v1/messages/batches``) is done at its ``batch_polls``-th status read:
+            completion fast-forwarded, the way a test wants it.
+        batch_after_s: or once this many seconds have passed since it was created (on the
+            server's clock), whichever comes first.
     """
 
     model: str = "mock-gpt"
@@ -286,6 +291,8 @@ class MockServerConfig:
     unknown_key_error: UnknownKeyError = attrs.field(
         default="openai", validator=v.in_(get_args(UnknownKeyError))
     )
+    batch_polls: int = attrs.field(default=2, validator=v.ge(1))
+    batch_after_s: float | None = attrs.field(default=None, validator=v.optional(_non_negative))
 
     @property
     def limited(self) -> bool:

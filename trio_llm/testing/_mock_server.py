@@ -42,6 +42,7 @@ from typing import Any, Final, Literal, cast, final
 import anyio
 
 from . import _mock_shapes as shapes
+from ._mock_batches import MAX_BATCH_BYTES, MockBatches
 from ._mock_config import FAULT_KINDS, FaultKind, MockServerConfig
 from ._mock_content import count_tokens, mock_reply, prompt_digest, truncate_to_tokens
 from ._mock_headers import Api, limit_headers, resolve_dialect, retry_headers
@@ -328,6 +329,7 @@ class MockApp:
         self._wall = wall_clock if wall_clock is not None else time.time
         # The server's clock at its first ASGI call: the origin of `outage`.
         self._started: float | None = None
+        self._batches = MockBatches(self)
 
     def stats(self) -> MockStats:
         """Return a snapshot of the counters."""
@@ -362,6 +364,8 @@ class MockApp:
                 await _send_json(send, 405, error.body_for(api, "req_mock_405"))
                 return
             await self._chat_completions(scope, receive, send, api, shape)
+        elif path.startswith(("/v1/files", "/v1/batches", "/v1/messages/batches")):
+            await self._batch_api(scope, receive, send, path, method)
         elif path in ("/v1/models", "/models") and method == "GET":
             await _send_json(send, 200, self._models())
         elif path == "/stats" and method == "GET":
@@ -372,6 +376,25 @@ class MockApp:
         else:
             body = _error_body(f"Unknown route {method} {path}.", "invalid_request_error", None)
             await _send_json(send, 404, body)
+
+    async def _batch_api(
+        self, scope: Scope, receive: Receive, send: Send, path: str, method: str
+    ) -> None:
+        try:
+            body = await _read_body(receive, MAX_BATCH_BYTES)
+        except _HTTPError as error:
+            await _send_json(send, error.status, error.body)
+            return
+        if body is None:
+            return
+
+        async def answer(status: int, value: Any) -> None:
+            if isinstance(value, bytes):
+                await _send_bytes(send, status, value, [(b"content-type", b"application/jsonl")])
+            else:
+                await _send_json(send, status, value)
+
+        await self._batches.handle(scope, body, path, method, answer)
 
     def _models(self) -> dict[str, Any]:
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "trio-llm"}
@@ -1068,7 +1091,7 @@ def _api_key(scope: Scope) -> str | None:
     return fallback
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, limit: int = _MAX_BODY_BYTES) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -1077,8 +1100,8 @@ async def _read_body(receive: Receive) -> bytes | None:
             return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > _MAX_BODY_BYTES:
-            text = f"The request body is larger than {_MAX_BODY_BYTES} bytes."
+        if size > limit:
+            text = f"The request body is larger than {limit} bytes."
             raise _HTTPError(413, _error_body(text, "invalid_request_error", None))
         chunks.append(chunk)
         if not message.get("more_body", False):

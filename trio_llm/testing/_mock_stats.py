@@ -39,6 +39,9 @@ class MockStats:
         in_flight: chat completion requests being handled now.
         max_in_flight: the most handled at once.
         held: over-limit requests held back (``hold_s``) rather than refused at once.
+        batch_creates: Batch API batches created (OpenAI and Anthropic).
+        batch_lines: requests in them.
+        files_uploaded: files uploaded to ``/v1/files``.
     """
 
     total_requests: int = 0
@@ -51,6 +54,9 @@ class MockStats:
     in_flight: int = 0
     max_in_flight: int = 0
     held: int = 0
+    batch_creates: int = 0
+    batch_lines: int = 0
+    files_uploaded: int = 0
 
     def to_json(self) -> str:
         """Return the JSON served by ``GET /stats`` (status codes become string keys)."""
@@ -84,6 +90,9 @@ class StatsCounter:
         self.tokens_charged = 0
         self.max_in_flight = self.in_flight
         self.held = 0
+        self.batch_creates = 0
+        self.batch_lines = 0
+        self.files_uploaded = 0
         # 8 bytes of each succeeded prompt's sha256: a million prompts cost ~100 MB, not ~300.
         self.succeeded_prompts: set[int] = set()
 
@@ -100,4 +109,7 @@ class StatsCounter:
             in_flight=self.in_flight,
             max_in_flight=self.max_in_flight,
             held=self.held,
+            batch_creates=self.batch_creates,
+            batch_lines=self.batch_lines,
+            files_uploaded=self.files_uploaded,
         )
