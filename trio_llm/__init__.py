@@ -26,6 +26,8 @@ if _typing.TYPE_CHECKING:
     from ._keys import KeyPool as KeyPool
     from ._limiter import BucketStatistics as BucketStatistics
     from ._limiter import TokenBucket as TokenBucket
+    from ._metrics import PrometheusConsumer as PrometheusConsumer
+    from ._metrics import serve_metrics as serve_metrics
     from ._models import ErrorInfo as ErrorInfo
     from ._models import ErrorKind as ErrorKind
     from ._models import Request as Request
@@ -63,6 +65,8 @@ _SOURCES: dict[str, str] = {
     "KeyStatistics": "._scheduler",
     "BucketStatistics": "._limiter",
     "TokenBucket": "._limiter",
+    "PrometheusConsumer": "._metrics",
+    "serve_metrics": "._metrics",
     "ErrorInfo": "._models",
     "ErrorKind": "._models",
     "Request": "._models",
@@ -105,6 +109,7 @@ __all__ = [
     "ModelPrice",
     "OpenAICompatible",
     "PriceTable",
+    "PrometheusConsumer",
     "Provider",
     "ProviderError",
     "RedisStore",
@@ -117,6 +122,7 @@ __all__ = [
     "TokenBucket",
     "TrioLLMError",
     "Usage",
+    "serve_metrics",
 ]
 
 

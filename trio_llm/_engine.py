@@ -441,6 +441,8 @@ class Engine:
                     tokens_left=None,
                     cooling_s=0.0,
                     dropped=None,
+                    provider=spec.provider.name,
+                    model=spec.model or spec.provider.model,
                 )
                 for spec in self._specs
                 for key in spec.keys
