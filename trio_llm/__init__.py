@@ -47,6 +47,7 @@ if _typing.TYPE_CHECKING:
     from ._store import MemoryStore as MemoryStore
     from ._store import RedisStore as RedisStore
     from ._tokens import CharEstimator as CharEstimator
+    from ._tracing import OtelConsumer as OtelConsumer
 
 #: Where each public name lives.
 _SOURCES: dict[str, str] = {
@@ -85,6 +86,7 @@ _SOURCES: dict[str, str] = {
     "MemoryStore": "._store",
     "RedisStore": "._store",
     "CharEstimator": "._tokens",
+    "OtelConsumer": "._tracing",
 }
 
 __all__ = [
@@ -108,6 +110,7 @@ __all__ = [
     "MemoryStore",
     "ModelPrice",
     "OpenAICompatible",
+    "OtelConsumer",
     "PriceTable",
     "PrometheusConsumer",
     "Provider",

@@ -133,6 +133,11 @@ class EventHub:
         self._consumers.remove(consumer)
 
     @property
+    def consumers(self) -> tuple[EventConsumer, ...]:
+        """The consumers now subscribed."""
+        return tuple(self._consumers)
+
+    @property
     def listening(self) -> bool:
         """Whether anyone receives events: hot paths skip building them when nobody does."""
         return bool(self._consumers) or structlog.is_configured()
