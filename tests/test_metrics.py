@@ -307,3 +307,29 @@ def test_metrics_port_in_use_exits_2_with_one_line(
         "(another program is listening there); pick another"
     ]
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_grafana_dashboard_queries_only_series_that_exist() -> None:
+    """examples/grafana_dashboard.json names only series the consumer registers."""
+    import re
+
+    registry = CollectorRegistry()
+    PrometheusConsumer(registry)
+    names = {sample for family in registry.collect() for sample in _sample_names(family)}
+    dashboard = json.loads(
+        (Path(__file__).resolve().parents[1] / "examples" / "grafana_dashboard.json").read_text()
+    )
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"trio_llm_\w+", target["expr"])
+    }
+    assert queried
+    assert queried <= names, queried - names
+
+
+def _sample_names(family: Any) -> set[str]:
+    base = family.name
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    return {base} | {base + s for s in suffixes.get(family.type, ())}
