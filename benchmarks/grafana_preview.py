@@ -151,9 +151,9 @@ def draw(series: Series, dashboard: dict[str, Any], started: float, path: Path) 
     plt = _pyplot()
     panels = dashboard["panels"]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    figure = plt.figure(figsize=(16, rows * 0.36), facecolor="#111217")
+    figure = plt.figure(figsize=(16, rows * 0.4), facecolor="#111217")
     grid = figure.add_gridspec(
-        rows, 24, hspace=4.0, wspace=2.0, left=0.04, right=0.99, top=0.94, bottom=0.04
+        rows, 24, hspace=0.6, wspace=2.0, left=0.04, right=0.99, top=0.94, bottom=0.04
     )
     figure.suptitle(
         "trio-llm dashboard (examples/grafana_dashboard.json): its panels drawn with matplotlib "
@@ -165,7 +165,8 @@ def draw(series: Series, dashboard: dict[str, Any], started: float, path: Path) 
     palette = ["#73bf69", "#f2cc0c", "#5794f2", "#ff780a", "#b877d9", "#f2495c", "#8ab8ff"]
     for panel in panels:
         g = panel["gridPos"]
-        ax = figure.add_subplot(grid[g["y"] : g["y"] + g["h"], g["x"] : g["x"] + g["w"]])
+        # The panel's last grid row is left for its ticks and the next panel's title.
+        ax = figure.add_subplot(grid[g["y"] : g["y"] + g["h"] - 2, g["x"] : g["x"] + g["w"]])
         ax.set_facecolor("#181b1f")
         for side in ax.spines.values():
             side.set_color("#2c3235")

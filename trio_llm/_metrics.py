@@ -33,8 +33,10 @@ state)                                             others: ``ok``, ``cooling``, 
                                                    breaker), ``dropped``
 =================================================  ==========================================
 
-``key_id`` is the key's fingerprint (``sk-…a1b2``), never the key. An item that was never sent
-(a stop, an invalid input line) is counted with ``provider="none"`` and ``model="none"``.
+A key's ``..._remaining`` goes below 0 while requests waiting for it have reserved ahead (they
+leave as the bucket refills). ``key_id`` is the key's fingerprint (``sk-…a1b2``), never the
+key. An item that was never sent (a stop, an invalid input line) is counted with
+``provider="none"`` and ``model="none"``.
 
 Several consumers on one registry (several engines in one process) share the same series: the
 counters add up, and ``trio_llm_in_flight`` is the sum of what each engine reported last. The
