@@ -4,7 +4,9 @@ Every trio candidate has ``trio_llm._http.HttpPool``'s interface (``async with``
 ``await send(HttpRequest) -> RawResponse``), so the same worker loop drives each of them and
 the engine can run on any of them (``Engine._new_http`` swapped in the child). The candidates:
 
-* ``httppool``: today's ``HttpPool``: shards of 8 connections, each an
+* ``httppool``: ``HttpPool`` as the engine uses it (since this research: a connection per
+  slot, as ``conn`` below).
+* ``httpx-shards``: ``HttpPool`` before: shards of 8 connections, each an
   ``httpx.AsyncHTTPTransport``; ``httpx.Request`` in, ``httpx.Response`` out.
 * ``httpx2``: the same code on ``httpx2`` / ``httpcore2`` (the fork the openai SDK moved to).
 * ``h2``: ``httpx.AsyncHTTPTransport(http1=False, http2=True)`` (h2c, prior knowledge): a few
@@ -43,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from trio_llm._http import HttpPool, RawResponse
+from trio_llm._http import HttpPool, HttpxTransports, RawResponse
 from trio_llm._providers import HttpRequest
 
 #: Connections per shard for the sharded HTTP/1.1 candidates (as ``HttpPool``).
@@ -385,6 +387,8 @@ def make_pool(name: str, concurrency: int, spec: Mapping[str, Any]) -> Any:
     """The HTTP layer called ``name`` (see the module docstring)."""
     if name == "httppool":
         return HttpPool(concurrency)
+    if name == "httpx-shards":  # HttpPool before it kept a connection per slot
+        return HttpPool(concurrency, backend=HttpxTransports.sharded(concurrency))
     if name == "httpx2":
         import httpx2
 
@@ -498,11 +502,18 @@ def _engine(spec: Mapping[str, Any]) -> dict[str, Any]:
     import trio_llm
 
     n, concurrency = int(spec["n"]), int(spec["concurrency"])
+    consumers: list[Any] = []
+    if spec.get("progress"):
+        # What `trio-llm run` adds: the run summary fed by every event, a live display.
+        from trio_llm._summary import RunSummary
+
+        consumers.append(RunSummary(total=n))
     engine = trio_llm.Engine(
         provider=trio_llm.OpenAICompatible(base_url=spec["base_url"], model="mock-gpt"),
         keys=["sk-bench"],
         concurrency=concurrency,
         timeout=max(60.0, 4 * float(spec.get("latency", 0))),
+        consumers=consumers,
     )
     backend = spec["backend"]
     if backend != "httppool":
@@ -511,8 +522,26 @@ def _engine(spec: Mapping[str, Any]) -> dict[str, Any]:
     timing: dict[str, float] = {}
 
     async def main() -> list[Any]:
+        display: Any = contextlib.nullcontext()
+        paced: Any = contextlib.nullcontext()
+        if spec.get("gc_paced"):
+            # As `trio-llm run` does (trio_llm/_gc.py).
+            from trio_llm._gc import collect_less_often
+
+            paced = collect_less_often(concurrency)
+        if consumers:
+            import io
+
+            from rich.console import Console
+
+            from trio_llm._progress import Progress
+
+            console = Console(file=io.StringIO(), force_terminal=True, width=120)
+            display = Progress(consumers[0], console=console)
         timing["cpu0"], timing["t0"] = _cpu(), time.perf_counter()
-        results = await engine.map(prompts)
+        with paced:
+            async with display:
+                results = await engine.map(prompts)
         timing["t1"], timing["cpu1"] = time.perf_counter(), _cpu()
         return results
 
@@ -579,8 +608,31 @@ LOOPS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 }
 
 
+class _GcTimer:
+    """Seconds the cyclic garbage collector ran, and how often per generation (gc.callbacks):
+    with 10,000 tasks in flight the heap is large, and a full collection walks all of it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+
 def child_main(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Run one candidate once; return its figures."""
+    import gc
+
+    gc_timer = _GcTimer()
+    gc.callbacks.append(gc_timer)
+    if spec.get("gc_threshold"):
+        gc.set_threshold(*spec["gc_threshold"])
     limit = raise_nofile(int(spec.get("nofile", 65536)))
     if spec.get("pin") is not None:
         os.sched_setaffinity(0, {int(spec["pin"])})
@@ -610,6 +662,8 @@ def child_main(spec: Mapping[str, Any]) -> dict[str, Any]:
         "cpu_us_per_req": cpu / max(1, out["ok"]) * 1e6,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "max_fds": sampler.max_fds,
+        "gc_s": gc_timer.seconds,
+        "gc_collections": gc_timer.collections,
         "nofile": list(limit),
     }
 

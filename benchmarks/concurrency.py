@@ -1,59 +1,125 @@
-"""High concurrency: 1,000 requests in flight against a server with 2 s latency.
+"""High concurrency: 1,000 in flight at 2 s latency, and 10,000 in flight at 10 s latency.
 
-4,000 requests at 1,000 in flight take 4 waves x 2 s = 8 s at best. One httpx client with
-1,000 connections falls far short (its pool's bookkeeping grows with its size, httpx issue
-#3215); the engine spreads connections over small pools. Reported: achieved / ideal rate
-(goal >= 0.9) for the engine and for a bare single-client loop at the same concurrency.
+4,000 requests at 1,000 in flight take 4 waves x 2 s = 8 s at best; 40,000 at 10,000 in
+flight take 40 s. Reported for each: achieved / ideal rate (goal >= 0.9), peak RSS, the most
+open files of client and server, client CPU per request; the engine beside aiohttp +
+asyncio + uvloop in the same run, each run in a child process of its own (peak RSS is per
+process), in turn, medians of ``--runs``. The mock server (uvicorn) runs in its own process
+with room for 10,000 connects at once and keeps idle connections 120 s.
 
-    python -m benchmarks.concurrency [--quick] [--n 4000] [--runs 3]
+    python -m benchmarks.concurrency [--quick] [--runs 3] [--only 1k|10k]
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from trio_llm.testing import MockServerConfig, MockServerProcess
+from ._backends import raise_nofile
+from ._harness import parse_options, report
+from .http_backends import _med, _race, _uptime
 
-from ._clients import bare_trio_httpx, engine_run, prompts
-from ._harness import median, parse_options, report
+CANDIDATES: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
+    ("trio-llm engine", "engine", "httppool", "uvicorn", {}),
+    ("aiohttp + asyncio + uvloop", "aiohttp", "-", "uvicorn", {}),
+    # The collector paced as `trio-llm run` paces it (trio_llm/_gc.py); the library never does.
+    (
+        "trio-llm engine, GC paced as `trio-llm run`",
+        "engine",
+        "httppool",
+        "uvicorn",
+        {"gc_paced": 1},
+    ),
+)
+
+
+def _extra(parser: Any) -> None:
+    parser.add_argument("--only", choices=["1k", "10k"], default=None, help="one scenario")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    options = parse_options(__doc__ or "", argv, runs=3)
-    concurrency = 250 if options.quick else 1000
-    latency = 1.0 if options.quick else 2.0
-    n = options.n or 4 * concurrency
-    ideal = n / concurrency * latency
-    items = prompts(n)
-    engine_walls: list[float] = []
-    bare_walls: list[float] = []
-    with MockServerProcess(MockServerConfig(latency=latency)) as server:
-        for _ in range(options.runs):
-            run, _results = engine_run(
-                server.base_url, ["bench-key"], items, concurrency=concurrency
+    options = parse_options(__doc__ or "", argv, runs=3, extra=_extra)
+    # (name, in flight, latency s, requests)
+    scenarios = (
+        [("1k", 250, 1.0, 1000), ("10k", 1000, 2.0, 4000)]
+        if options.quick
+        else [("1k", 1000, 2.0, 4000), ("10k", 10_000, 10.0, 40_000)]
+    )
+    if options.extra.only:
+        scenarios = [s for s in scenarios if s[0] == options.extra.only]
+    if options.n:
+        scenarios = [(name, c, lat, options.n) for name, c, lat, _ in scenarios]
+    # The server is our child: it inherits the raised limit (a socket per client each side).
+    raise_nofile(65536)
+    rows: list[list[object]] = []
+    summary: dict[str, Any] = {"loads": []}
+    for name, concurrency, latency, n in scenarios:
+        ideal = n / concurrency * latency
+        before = _uptime()
+        print(f"\n{concurrency} in flight, {latency:g} s latency, {n} requests", flush=True)
+        raw = _race(
+            CANDIDATES,
+            n=n,
+            concurrency=concurrency,
+            latency=latency,
+            runs=options.runs,
+            timeout=ideal * 5 + 120,
+            progress=lambda line: print(line, flush=True),
+        )
+        summary["loads"].append({"scenario": name, "before": before, "after": _uptime()})
+        for label, *_ in CANDIDATES:
+            wall = _med(raw[label], "wall_s")
+            rows.append(
+                [
+                    f"{concurrency:,} in flight @{latency:g} s, {n:,} req",
+                    label,
+                    wall,
+                    ideal / wall,
+                    _med(raw[label], "peak_rss_mb"),
+                    int(_med(raw[label], "max_fds")),
+                    int(_med(raw[label], "server_max_fds")),
+                    _med(raw[label], "cpu_us_per_req"),
+                    _med(raw[label], "gc_s"),
+                    sum(r.get("failed", 0) for r in raw[label])
+                    + sum("error" in r for r in raw[label]),
+                ]
             )
-            assert run.ok == n, f"engine lost requests: {run}"
-            engine_walls.append(run.wall_s)
-            bare = bare_trio_httpx(
-                server.base_url, "bench-key", items, concurrency=concurrency, shards=1
-            )
-            bare_walls.append(bare.wall_s)
-        kind = server.server
-    engine_wall = median(engine_walls)
-    bare_wall = median(bare_walls)
-    rows = [
-        ["trio-llm engine", engine_wall, n / engine_wall, ideal / engine_wall],
-        ["bare trio + httpx, one client", bare_wall, n / bare_wall, ideal / bare_wall],
-    ]
+        engine = ideal / _med(raw[CANDIDATES[0][0]], "wall_s")
+        aiohttp = ideal / _med(raw[CANDIDATES[1][0]], "wall_s")
+        summary[f"engine_vs_ideal_{name}"] = engine
+        summary[f"aiohttp_vs_ideal_{name}"] = aiohttp
+        summary[f"engine_peak_rss_mb_{name}"] = _med(raw[CANDIDATES[0][0]], "peak_rss_mb")
+        summary[f"engine_gc_paced_vs_ideal_{name}"] = ideal / _med(raw[CANDIDATES[2][0]], "wall_s")
+        summary[f"raw_{name}"] = raw
+    # The headline of `python -m benchmarks` (the first scenario).
+    first = scenarios[0][0]
+    summary["engine_vs_ideal"] = summary[f"engine_vs_ideal_{first}"]
+    summary["aiohttp_vs_ideal"] = summary[f"aiohttp_vs_ideal_{first}"]
+    loads = "; ".join(f"{x['scenario']}: {x['before']} -> {x['after']}" for x in summary["loads"])
     return report(
         "concurrency",
-        f"High concurrency: {n} requests, {concurrency} in flight, {latency:g} s latency, "
-        f"mock server ({kind}) in its own process; ideal {ideal:g} s; median of {options.runs}",
-        ["client", "wall s", "req/s", "achieved / ideal"],
+        f"High concurrency, mock server (uvicorn) in its own process; median of {options.runs} "
+        f"({loads})",
+        [
+            "scenario",
+            "client",
+            "wall s",
+            "achieved / ideal",
+            "peak RSS MB",
+            "client fds",
+            "server fds",
+            "client CPU us/req",
+            "client GC s",
+            "failed",
+        ],
         rows,
         options,
-        summary={"engine_vs_ideal": ideal / engine_wall, "bare_vs_ideal": ideal / bare_wall},
-        notes=[f"engine reaches {ideal / engine_wall:.2f} of the ideal rate (goal >= 0.9)"],
+        summary=summary,
+        notes=[
+            f"{name}: engine {summary[f'engine_vs_ideal_{name}']:.2f} of ideal (goal >= 0.9), "
+            f"aiohttp {summary[f'aiohttp_vs_ideal_{name}']:.2f}, engine with the collector paced "
+            f"as `trio-llm run` {summary[f'engine_gc_paced_vs_ideal_{name}']:.2f}"
+            for name, *_ in scenarios
+        ],
     )
 
 

@@ -73,16 +73,16 @@ def test_memory_stays_flat_small(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_overhead_runs_small(tmp_path: Path) -> None:
-    """The overhead benchmark runs small and reports the engine against the bare loops."""
+    """The overhead benchmark runs small and reports the engine against aiohttp."""
     from benchmarks import overhead
 
     document = overhead.main(
         ["--quick", "--n", "300", "--runs", "1", "--json", str(tmp_path / "o.json")]
     )
     summary = document["summary"]
-    assert len(document["rows"]) == 6
+    assert len(document["rows"]) == 5
     assert summary["engine_rps"] > 0
-    assert summary["engine_vs_best_bare"] > 0
+    assert summary["engine_vs_aiohttp"] > 0
     assert summary["progress_on_vs_off"] > 0
 
 
@@ -98,7 +98,7 @@ def fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     (package / "overhead.py").write_text(
         "def main(argv):\n"
         "    assert argv[0] == '--quick'\n"
-        "    return {'summary': {'engine_rps': 1000.0, 'engine_vs_best_bare': 0.95,"
+        "    return {'summary': {'engine_rps': 1000.0, 'engine_vs_aiohttp': 0.95,"
         " 'progress_on_vs_off': 0.99}}\n"
     )
     (package / "memory.py").write_text("def main(argv):\n    raise RuntimeError('out of luck')\n")
@@ -126,7 +126,7 @@ def test_runner_sums_up_ok_failed_and_missing(
     summary = out.split("## Summary")[1]
     lines = {line.split()[0]: line for line in summary.splitlines() if line.strip()[:1].isalpha()}
     assert lines["overhead"].split()[1] == "ok"
-    assert "0.95 x best bare loop" in lines["overhead"]
+    assert "0.95 x aiohttp" in lines["overhead"]
     assert lines["memory"].split()[1] == "failed"
     assert "RuntimeError: out of luck" in lines["memory"]
     assert "uvicorn raw 5,000 req/s" in lines["mock_capacity"]

@@ -18,6 +18,7 @@ from _fakes import completion, echo, error, last_user_text, make_engine
 
 import trio_llm
 from trio_llm import ErrorKind, Limits, RetryPolicy
+from trio_llm._rate_model import SEND_MARGIN_S
 
 NO_JITTER = RetryPolicy(attempts=4, wait_initial=1.0, wait_jitter=0.0, wait_max=60.0)
 
@@ -582,9 +583,9 @@ async def test_a_key_the_server_echoes_is_redacted_everywhere(
 async def test_an_interactive_call_goes_ahead_of_a_running_batch(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """During a batch at the rate limit, engine.complete() is sent within one request
-    interval of the keys (not behind every queued batch request), and the batch still gets
-    its share."""
+    """During a batch at the rate limit, engine.complete() is sent at once (the batch leaves
+    it a unit of room: not behind every queued batch request, not even behind the next
+    refill), and the batch still runs at the limit."""
     sent: dict[str, float] = {}
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -603,9 +604,12 @@ async def test_an_interactive_call_goes_ahead_of_a_running_batch(
             assert result.ok
             waits.append(sent[f"interactive {n}"] - asked)
             await trio.sleep(1)
-    assert max(waits) <= 0.1 + 0.01  # one request interval at 10/s (plus the send margin)
+    assert max(waits) <= SEND_MARGIN_S + 1e-9  # not the 0.1 s of a refill at 10/s
     batch = sorted(t for text, t in sent.items() if text.startswith("batch"))
     assert len(batch) == 300
+    # The bucket starts half full (5), then 10/s for the other 295 and the 10 interactive
+    # calls: 30.5 s, plus the unit of room the batch leaves (0.1 s) and a send margin.
+    assert batch[-1] - batch[0] <= 30.5 + 0.1 + SEND_MARGIN_S + 1e-9
 
 
 def test_too_many_requests_in_flight_for_the_open_file_limit_fail_at_start() -> None:

@@ -475,3 +475,21 @@ def test_litellm_virtual_key_limits_are_read() -> None:
     )
     assert (info.requests_limit, info.requests_remaining) == (100.0, 40.0)
     assert (info.tokens_limit, info.tokens_remaining) == (10000.0, 9000.0)
+
+
+@given(
+    st.dictionaries(
+        st.text("abcdefghijklmnopqrstuvwxyz-_", min_size=1, max_size=30),
+        st.text(max_size=20),
+        max_size=8,
+    )
+)
+def test_headers_without_rate_limit_names_parse_as_empty(headers: dict[str, str]) -> None:
+    """Whatever else a response carries, with no rate-limit header it says nothing of limits,
+    and adding one among them is still read."""
+    others = {
+        k: v for k, v in headers.items() if not k.startswith(("x-", "anthropic", "llm_", "retry"))
+    }
+    assert parse_rate_limit_headers(others).empty
+    info = parse_rate_limit_headers({**others, "x-ratelimit-limit-requests": "600"})
+    assert info.requests_limit == 600

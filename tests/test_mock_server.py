@@ -301,7 +301,9 @@ async def test_rpm_limit_gives_429_with_retry_after_and_headers() -> None:
 
 async def test_rpm_limit_admits_again_after_retry_after_ms() -> None:
     """Waiting retry-after-ms after a 429 is enough to be admitted."""
-    config = MockServerConfig(rpm=6000, burst_s=0.01)  # capacity 1, refills in 10 ms
+    # Capacity 1, refilled in 0.5 s: slow enough that the second request is limited even on a
+    # loaded machine, fast enough to keep the test short (it runs on the real clock).
+    config = MockServerConfig(rpm=120, burst_s=0.5)
     with trio.fail_after(TIMEOUT):
         async with mock_client(config) as (_, client):
             statuses = [(await post(client, "a")).status_code]
@@ -640,3 +642,51 @@ def test_cli_prints_its_url_and_exits_cleanly_on_sigterm(server: str) -> None:
         assert child.wait(TIMEOUT) == 0
         assert time.monotonic() - started < TIMEOUT
     assert response.status_code == 401
+
+
+def test_uvicorn_listens_with_room_for_ten_thousand_connects() -> None:
+    """The mock on uvicorn listens on enough sockets of one port for a 10,000-client connect
+    storm (each socket's accept queue is capped at somaxconn), and each one accepts."""
+    import math
+    import socket
+
+    from trio_llm.testing._mock_main import _listening_sockets, _somaxconn
+    from trio_llm.testing._mock_serve import LISTEN_BACKLOG
+
+    sockets = _listening_sockets("127.0.0.1", 0)
+    try:
+        ports = {sock.getsockname()[1] for sock in sockets}
+        assert len(ports) == 1
+        port = ports.pop()
+        assert len(sockets) * _somaxconn() >= min(LISTEN_BACKLOG, 8 * _somaxconn())
+        assert len(sockets) == min(8, math.ceil(LISTEN_BACKLOG / _somaxconn()))
+        for sock in sockets:
+            sock.listen(LISTEN_BACKLOG)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        for sock in sockets:
+            sock.settimeout(0)
+        accepted = 0
+        for sock in sockets:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    break
+                conn.close()
+                accepted += 1
+        assert accepted == 32
+        for client in clients:
+            client.close()
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_mock_keeps_idle_connections_a_minute_or_more() -> None:
+    """hypercorn (in-process and in its own process) keeps idle connections >= 60 s and lets
+    10,000 connects wait; uvicorn gets the same numbers in ``_run_uvicorn``."""
+    from trio_llm.testing._mock_serve import KEEP_ALIVE_S, LISTEN_BACKLOG, hypercorn_config
+
+    config = hypercorn_config("127.0.0.1", 0)
+    assert config.keep_alive_timeout == KEEP_ALIVE_S >= 60
+    assert config.backlog == LISTEN_BACKLOG >= 10_000

@@ -398,3 +398,51 @@ def test_a_key_held_back_by_a_breaker_says_so(key: dict[str, object], state: str
     from trio_llm._progress import _key_state
 
     assert _key_state(key) == state
+
+
+def _streamed(summary: RunSummary, index: int, ttft_s: float | None) -> None:
+    summary(None, "debug", {"event": ev.REQUEST_SENT, "index": index, "attempt": 1})
+    summary(
+        None,
+        "debug",
+        {"event": ev.REQUEST_SUCCEEDED, "index": index, "ttft_s": ttft_s, "latency_s": 1.0},
+    )
+
+
+async def test_streamed_answers_show_ttft_percentiles(wall: FakeMonotonic) -> None:
+    """Times to first token of streamed answers show as p50 / p95 in the status line, the
+    live panel and the summary table; whole answers add none."""
+    summary = RunSummary(total=101)
+    _streamed(summary, 0, None)
+    for i in range(1, 101):
+        _streamed(summary, i, i / 1000)  # 1 ms .. 100 ms
+    snap = summary.snapshot()
+    assert snap.streamed == 100
+    assert snap.ttft_p50_s == pytest.approx(0.050)
+    assert snap.ttft_p95_s == pytest.approx(0.095)
+    assert "TTFT p50 50 ms, p95 95 ms" in render_plain(snap)
+    assert "TTFT p50 50 ms, p95 95 ms" in plain_text_of(render_tty(snap))
+    assert "50 / 95 ms" in plain_text_of(render_summary_table(snap))
+
+
+async def test_no_ttft_without_streamed_answers(wall: FakeMonotonic) -> None:
+    """A run with no streamed answer shows no TTFT anywhere."""
+    summary = RunSummary()
+    _streamed(summary, 0, None)
+    snap = summary.snapshot()
+    assert snap.ttft_p50_s is None
+    assert "TTFT" not in render_plain(snap)
+    assert "first token" not in plain_text_of(render_summary_table(snap))
+
+
+async def test_ttft_sample_stays_bounded(wall: FakeMonotonic, monkeypatch: Any) -> None:
+    """Past TTFT_SAMPLE answers the sample stays that size and still spans the run."""
+    monkeypatch.setattr(trio_llm._summary, "TTFT_SAMPLE", 50)
+    summary = RunSummary()
+    for i in range(1000):
+        _streamed(summary, i, float(i))
+    snap = summary.snapshot()
+    assert snap.streamed == 1000
+    assert len(summary._ttft) == 50
+    assert snap.ttft_p95_s is not None
+    assert snap.ttft_p95_s > 500

@@ -45,12 +45,34 @@ def test_body_fields_pass_through_untouched() -> None:
     assert _body(Request.from_body(body)) == body
 
 
-def test_stream_flag_is_dropped() -> None:
-    """The engine reads whole responses, so a body's stream flag is not sent."""
+def test_stream_flag_asks_for_usage_on_the_last_chunk() -> None:
+    """ "stream": true is sent, with stream_options.include_usage added (usage arrives last)."""
     body = _body(
-        Request.from_body({"messages": [{"role": "user", "content": "x"}], "stream": True})
+        Request.from_body(
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": True,
+                "stream_options": {"continuous_usage_stats": True},
+            }
+        )
+    )
+    assert body["stream"] is True
+    assert body["stream_options"] == {"continuous_usage_stats": True, "include_usage": True}
+
+
+def test_stream_false_and_its_options_are_not_sent() -> None:
+    """ "stream": false (and stream_options with it) is left out: a whole body is read."""
+    body = _body(
+        Request.from_body(
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": False,
+                "stream_options": {"include_usage": True},
+            }
+        )
     )
     assert "stream" not in body
+    assert "stream_options" not in body
 
 
 def test_parses_a_chat_completion() -> None:

@@ -39,6 +39,7 @@ if _typing.TYPE_CHECKING:
     from ._providers import Completion as Completion
     from ._providers import HttpRequest as HttpRequest
     from ._providers import OpenAICompatible as OpenAICompatible
+    from ._providers import OpenAIResponses as OpenAIResponses
     from ._providers import Provider as Provider
     from ._routes import Route as Route
     from ._scheduler import KeyStatistics as KeyStatistics
@@ -79,6 +80,7 @@ _SOURCES: dict[str, str] = {
     "Completion": "._providers",
     "HttpRequest": "._providers",
     "OpenAICompatible": "._providers",
+    "OpenAIResponses": "._providers",
     "Provider": "._providers",
     "Route": "._routes",
     "ApiKey": "._secrets",
@@ -110,6 +112,7 @@ __all__ = [
     "MemoryStore",
     "ModelPrice",
     "OpenAICompatible",
+    "OpenAIResponses",
     "OtelConsumer",
     "PriceTable",
     "PrometheusConsumer",

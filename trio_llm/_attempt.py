@@ -5,6 +5,7 @@
     lease = await scheduler.lease(tokens)      waits in the key's fair queue
     raw   = await http.send(request)           transport failures mapped at the HTTP boundary
     outcome = outcome_of(provider, raw)        the one place a response is interpreted
+      (or read_stream(http, ...) for a streamed answer: trio_llm._streaming)
     lease.settle(outcome)                      refunds, learning, cooling, dropping, breakers
 
 The attempt has no policy of its own: whether to try again, and how, is the policy table's
@@ -20,9 +21,10 @@ import trio
 
 from ._http import HttpPool, TransportFailure
 from ._models import Request
-from ._outcome import Outcome, outcome_of
+from ._outcome import Outcome, outcome_of, transport_outcome
 from ._policy import ErrorKind
 from ._scheduler import Lease, Scheduler, Unavailable
+from ._streaming import read_stream
 
 __all__ = ["Admission", "Sender"]
 
@@ -42,12 +44,15 @@ class Sender:
             wait for a key is not part of it).
         max_blocked_s: the longest a request waits for keys that may not send at all (cooling
             after a 429, an open breaker).
+        idle_timeout_s: the longest a streamed answer may go without a chunk (``None``: no
+            limit but the attempt's timeout).
     """
 
     scheduler: Scheduler
     http: HttpPool
     timeout_s: float
     max_blocked_s: float
+    idle_timeout_s: float | None = None
 
     async def attempt(
         self,
@@ -91,16 +96,17 @@ class Sender:
             lease.sending()
             on_sent(lease)
             with trio.move_on_after(self.timeout_s) as deadline:
-                try:
-                    raw = await self.http.send(http_request)
-                except TransportFailure as failure:
-                    outcome = Outcome(
-                        kind=failure.kind,
-                        message=failure.message,
-                        code="connect_error" if failure.connect else None,
+                if http_request.stream:
+                    outcome = await read_stream(
+                        self.http, provider, http_request, lease.key, self.idle_timeout_s
                     )
                 else:
-                    outcome = outcome_of(provider, raw, lease.key)
+                    try:
+                        raw = await self.http.send(http_request)
+                    except TransportFailure as failure:
+                        outcome = transport_outcome(failure)
+                    else:
+                        outcome = outcome_of(provider, raw, lease.key)
             if deadline.cancelled_caught:
                 outcome = Outcome(
                     kind=ErrorKind.TIMEOUT,

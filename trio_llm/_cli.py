@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, TypeVar
 
+from ._gc import collect_less_often
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ _RUN_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "tpm": (float, None),
     "concurrency": (int, 64),
     "timeout": (float, 600.0),
+    "idle_timeout": (float, None),
     "max_attempts": (int, 8),
     "budget": (float, None),
     "deadline": (float, None),
@@ -145,6 +147,14 @@ def _add_endpoint_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         type=float,
         default=default("timeout"),
         help="seconds per attempt (default 600; keep it above any time a proxy may hold a request)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help='a streamed answer ("stream": true) that sends nothing for S seconds fails as a '
+        "timeout and is retried (default: only --timeout)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
 
@@ -346,18 +356,47 @@ def _json_log(file: TextIO) -> EventConsumer:
     return write
 
 
-def _routes(options: dict[str, Any], fallback_models: list[str], keys: KeyPool) -> list[Any]:
+def _input_api(path: str) -> str | None:
+    """Which API a file run speaks: its first line's Batch API ``url`` (the Batch API has one
+    endpoint per file), ``None`` for simple lines (or stdin, which cannot be peeked at)."""
+    from ._convert import batch_endpoint
+
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as file:
+            for line in file:
+                if line.strip():
+                    return batch_endpoint(line)
+    except OSError:
+        return None  # the run itself reports an unreadable file
+    return None
+
+
+def _provider(api: str | None, base_url: str, model: str) -> Any:
+    """The provider for the run's API: the Responses API for ``/v1/responses`` lines, else
+    OpenAI-compatible chat completions."""
+    from ._convert import RESPONSES_URL
+    from ._providers import OpenAICompatible, OpenAIResponses
+
+    if api == RESPONSES_URL:
+        return OpenAIResponses(base_url=base_url, model=model)
+    return OpenAICompatible(base_url=base_url, model=model)
+
+
+def _routes(
+    options: dict[str, Any], fallback_models: list[str], keys: KeyPool, api: str | None = None
+) -> list[Any]:
     """The fallback chain of a run: ``--model`` then each ``--fallback-model`` on the same
     endpoint and keys, or the ``[[routes]]`` of the config file (each its own endpoint)."""
     from ._config import Limits
     from ._keys import KeyPool as Pool
-    from ._providers import OpenAICompatible
     from ._routes import Route
 
     if options.get("routes"):
         chain = []
         for table in options["routes"]:
-            provider = OpenAICompatible(base_url=table["base_url"], model=table["model"])
+            provider = _provider(api, table["base_url"], table["model"])
             route_keys = Pool.from_env(table["keys_env"]) if "keys_env" in table else keys
             limits = Limits(rpm=table.get("rpm"), tpm=table.get("tpm"))
             name = table.get("name") or table["model"]
@@ -365,7 +404,7 @@ def _routes(options: dict[str, Any], fallback_models: list[str], keys: KeyPool) 
         return chain
     if not fallback_models:
         return []
-    provider = OpenAICompatible(base_url=options["base_url"], model=options["model"])
+    provider = _provider(api, options["base_url"], options["model"])
     models = [options["model"], *fallback_models]
     return [Route(provider=provider, keys=keys, model=model, name=model) for model in models]
 
@@ -487,6 +526,7 @@ def _demo(args: argparse.Namespace) -> int:
                 limits=Limits(rpm=rpm, tpm=args.tpm),
                 concurrency=args.concurrency,
                 timeout=args.timeout,
+                idle_timeout=args.idle_timeout,
                 consumers=[summary],
             )
             started = time.monotonic()
@@ -638,7 +678,7 @@ def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value
-    for name in ("rpm", "tpm", "budget", "deadline", "timeout"):
+    for name in ("rpm", "tpm", "budget", "deadline", "timeout", "idle_timeout"):
         value = options[name]
         if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
             raise ConfigurationError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -720,7 +760,6 @@ def _run(args: argparse.Namespace) -> int:
     from ._engine import Engine
     from ._pricing import PriceTable
     from ._progress import Progress, render_summary_table
-    from ._providers import OpenAICompatible
     from ._sinks import run_file
     from ._summary import RunSummary
 
@@ -741,18 +780,18 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
         metrics = PrometheusConsumer()
         consumers.append(metrics)
-    routes = _routes(options, args.fallback_model or [], keys)
+    api = _input_api(str(args.input))
+    routes = _routes(options, args.fallback_model or [], keys, api)
     try:
         engine = Engine(
-            provider=None
-            if routes
-            else OpenAICompatible(base_url=options["base_url"], model=options["model"]),
+            provider=None if routes else _provider(api, options["base_url"], options["model"]),
             keys=None if routes else keys,
             routes=routes or None,
             fallback_on=True if routes else None,
             limits=Limits(rpm=options["rpm"], tpm=options["tpm"]),
             concurrency=int(options["concurrency"]),
             timeout=float(options["timeout"]),
+            idle_timeout=options["idle_timeout"],
             retry=RetryPolicy(attempts=int(options["max_attempts"])),
             keep_raw=True,
             consumers=consumers,
@@ -779,7 +818,9 @@ def _run(args: argparse.Namespace) -> int:
             )
 
     try:
-        report, interrupted = _run_with_interrupts(main)
+        # An application may pace the garbage collector; the library never does (_gc).
+        with collect_less_often(int(options["concurrency"])):
+            report, interrupted = _run_with_interrupts(main)
     finally:
         if log_file is not None:
             log_file.close()

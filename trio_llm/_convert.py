@@ -5,7 +5,9 @@ Input lines come in two shapes:
 * simple: ``{"id": "q1", "prompt": "..."}`` or ``{"id": "q1", "messages": [...], ...}`` — any
   other field (``max_tokens``, ``temperature``...) passes into the request body;
 * OpenAI Batch API: ``{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
-  "body": {...}}``.
+  "body": {...}}``, or ``"url": "/v1/responses"`` with a Responses body (``input``,
+  ``instructions``, ``max_output_tokens``...): its ``input`` becomes the request's messages
+  (a string is one user message), the rest passes through.
 
 Output lines carry the same id, with its JSON type (``1`` stays ``1``; ``1`` and ``"1"`` are
 different ids): ``{"id", "content", "finish_reason", "usage", "cost_usd"}`` or
@@ -24,7 +26,7 @@ import enum
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -32,12 +34,14 @@ import cattrs
 
 from ._errors import InputError
 from ._models import ErrorInfo, ErrorKind, Request, Result, Usage, to_request
+from ._providers._responses import responses_input_messages
 
 __all__ = [
     "MARKER",
     "InputFormat",
     "InputLine",
     "LineError",
+    "batch_endpoint",
     "converter",
     "failure_kind",
     "id_key",
@@ -50,6 +54,10 @@ __all__ = [
     "parse_input_line",
     "raw_hash",
 ]
+
+#: The Batch API urls trio-llm serves, by how they end.
+CHAT_URL: Final = "chat/completions"
+RESPONSES_URL: Final = "responses"
 
 #: The field every output line starts with: the hash of the input it answers.
 MARKER: Final = "trio_llm_input"
@@ -183,6 +191,11 @@ def line_hash(data: Mapping[str, Any]) -> str | None:
     quick path of resume's look-ahead); ``None`` for a line that is not a request."""
     if "custom_id" in data:
         body = data.get("body")
+        if isinstance(body, Mapping) and _is_responses_url(data.get("url")):
+            try:
+                return _body_hash(_responses_as_chat(body))
+            except ValueError:
+                return None
         if not isinstance(body, Mapping) or "messages" not in body:
             return None
         return _body_hash({k: v for k, v in body.items() if k != "id"})
@@ -268,15 +281,17 @@ def _parse_batch_line(data: Mapping[str, Any], *, source: str, line: int) -> Inp
         raise fail("custom_id must be a non-empty string", "$.custom_id")
     if "body" not in data:
         raise fail("field missing", "$.body")
+    if _is_responses_url(data.get("url")):
+        return _parse_responses_line(data, raw_id, fail)
     try:
         batch = converter.structure(data, _BatchLine)
     except cattrs.BaseValidationError as exc:
         problems = cattrs.transform_error(exc, path="$")
         raise fail("; ".join(problems)) from None
-    if batch.method.upper() != "POST" or not batch.url.rstrip("/").endswith("chat/completions"):
+    if batch.method.upper() != "POST" or not batch.url.rstrip("/").endswith(CHAT_URL):
         raise fail(
             f"{batch.method} {batch.url} is not an endpoint trio-llm serves: "
-            "Batch API lines must be POST /v1/chat/completions",
+            "Batch API lines must be POST /v1/chat/completions or /v1/responses",
             "$.url",
         )
     body = data["body"]
@@ -294,6 +309,55 @@ def _parse_batch_line(data: Mapping[str, Any], *, source: str, line: int) -> Inp
         key=id_key(raw_id),
         hash=input_hash(request),
     )
+
+
+def _is_responses_url(url: object) -> bool:
+    return isinstance(url, str) and url.rstrip("/").endswith(RESPONSES_URL)
+
+
+def _responses_as_chat(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses body as the request it stands for: its ``input`` as the messages, every
+    other field as it is (raises ``ValueError`` for an ``input`` that is not one)."""
+    if "input" not in body:
+        raise ValueError("field missing")
+    messages = responses_input_messages(body["input"])
+    return {**{k: v for k, v in body.items() if k not in ("input", "id")}, "messages": messages}
+
+
+def _parse_responses_line(
+    data: Mapping[str, Any], raw_id: str, fail: Callable[[str, str], LineError]
+) -> InputLine:
+    method = data.get("method", "POST")
+    if not isinstance(method, str) or method.upper() != "POST":
+        raise fail(f"{method} is not a method trio-llm serves: POST /v1/responses", "$.method")
+    body = data["body"]
+    if not isinstance(body, Mapping):
+        raise fail("body must be an object", "$.body")
+    try:
+        chat = _responses_as_chat(body)
+    except ValueError as exc:
+        raise fail(str(exc), "$.body.input") from None
+    request = Request(messages=tuple(chat.pop("messages")), params=chat, id=raw_id)
+    return InputLine(
+        fmt=InputFormat.BATCH,
+        request=request,
+        id=raw_id,
+        key=id_key(raw_id),
+        hash=input_hash(request),
+    )
+
+
+def batch_endpoint(first_line: bytes) -> str | None:
+    """The endpoint a Batch API file's first line names (``responses`` or
+    ``chat/completions``), or ``None`` for a simple line (the Batch API has one endpoint per
+    file, so the first line says which API the run speaks)."""
+    try:
+        data = json.loads(first_line.lstrip(_UTF8_BOM))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, Mapping) or "custom_id" not in data:
+        return None
+    return RESPONSES_URL if _is_responses_url(data.get("url")) else CHAT_URL
 
 
 def _batch_id(item_id: object) -> str:

@@ -122,6 +122,10 @@ class Engine:
             over the routes by capacity instead.
         limits_store: buckets shared with every other engine (process, host) using the same
             keys: ``trio_llm.RedisStore(url)``; ``None`` keeps them in this engine alone.
+        idle_timeout: seconds a streamed answer (``"stream": true``) may go without a chunk
+            (from sending to the first, then between chunks) before the attempt fails as a
+            ``timeout`` and is retried; apart from ``timeout``, which bounds the whole
+            attempt. ``None`` (the default): only ``timeout``.
 
     Use ``trio.run(engine.map, prompts)`` for a batch, or keep it open with
     ``async with engine:`` in a service so that concurrent callers share one HTTP layer, one
@@ -148,6 +152,7 @@ class Engine:
         breaker: BreakerPolicy | None = BreakerPolicy(),  # noqa: B008 - frozen value
         fallback_on: Collection[ErrorKind] | bool | None = None,
         limits_store: LimitsStore | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         if routes is None:
             if provider is None or keys is None:
@@ -168,6 +173,14 @@ class Engine:
             raise ConfigurationError(f"concurrency must be a positive integer, got {concurrency!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ConfigurationError(f"timeout must be positive seconds, got {timeout!r}")
+        if idle_timeout is not None and (
+            isinstance(idle_timeout, bool)
+            or not isinstance(idle_timeout, (int, float))
+            or not idle_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"idle_timeout must be positive seconds or None, got {idle_timeout!r}"
+            )
         for name, value, kind in (
             ("limits", limits, Limits),
             ("provider_limits", provider_limits, Limits),
@@ -221,6 +234,7 @@ class Engine:
         )
         self.concurrency = concurrency
         self.timeout = float(timeout)
+        self.idle_timeout = None if idle_timeout is None else float(idle_timeout)
         self.retry = retry or RetryPolicy()
         self.prices = prices if prices is not None else PriceTable.default()
         self.keep_raw = keep_raw
@@ -313,6 +327,7 @@ class Engine:
                 http=http,
                 timeout_s=self.timeout,
                 max_blocked_s=self.retry.max_retry_after,
+                idle_timeout_s=self.idle_timeout,
             ),
             limiter=self._interactive_limiter if urgent else self._limiter,
             urgent=urgent,

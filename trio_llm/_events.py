@@ -20,7 +20,8 @@ The catalogue (name: when; fields):
                        wait for a slot and a key), ``priority`` (``batch`` or ``interactive``)
 ``request.succeeded``  a completion arrived; ``run_id``, ``index``, ``id``, ``provider``,
                        ``model``, ``attempt``, ``key_id``, ``latency_s``, ``prompt_tokens``,
-                       ``completion_tokens``, ``cost_usd``
+                       ``completion_tokens``, ``cost_usd``, ``ttft_s`` and
+                       ``output_tokens_per_s`` (streamed answers; else None)
 ``request.retrying``   an attempt failed and will be retried; ``run_id``, ``index``, ``id``,
                        ``provider``, ``model``, ``attempt``, ``kind``, ``status``, ``wait_s``,
                        ``key_id``

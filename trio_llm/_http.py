@@ -1,41 +1,74 @@
-"""The HTTP layer: several pooled ``httpx.AsyncClient`` shards instead of one big pool.
+"""The HTTP layer: one kept-alive HTTP/1.1 connection per request slot.
 
-One client's connection pool degrades badly with hundreds of connections (httpx issue #3215:
-the pool's bookkeeping is linear in its size and runs on every request). Keeping each pool
-small and spreading requests over several clients keeps that cost flat, so the engine stays
-efficient at 1,000 requests in flight. Requests go to the shard with the fewest in flight.
+The engine bounds the requests in flight (its ``CapacityLimiter``), so a connection pool has
+nothing left to decide: each request takes an idle connection to its host off a free list (or
+opens one), and puts it back when the whole response is read. httpcore does the HTTP (h11
+parses it, httpcore owns each connection's life: keep-alive expiry, a closed socket noticed
+before reuse, TLS); only httpcore's *pool* above the connections is skipped. That pool walks
+its connections and queue on every request and every release: at 64 in flight it was the
+largest single cost of the engine (benchmarks/HTTP_BACKENDS.md: 839 -> 572 us per request,
+1.55x the rate; httpx's ``AsyncClient`` layer costs more still and is skipped too).
 
-Deadlines are trio cancel scopes in the engine, so httpx's own timeouts are off.
+Two backends sit behind ``HttpPool``, chosen by what the engine was given:
+
+* ``ConnectionPerSlot`` (the default): the above.
+* ``HttpxTransports``: httpx transports, for a transport of the caller's own
+  (``httpx.MockTransport`` in tests) and for HTTP/2 (``http2=True``: streams multiplexed on
+  a few pooled connections, which only httpx's pool does).
+
+Deadlines are trio cancel scopes in the engine, so neither backend has timeouts of its own.
 
 This is the boundary where the HTTP library's exceptions end: ``send`` returns a response or
-raises ``TransportFailure`` (``from`` the original), nothing else of httpx's leaks out::
+raises ``TransportFailure`` (``from`` the original), nothing else of httpx's or httpcore's
+leaks out::
 
-    httpx.ConnectError, ConnectTimeout    -> TransportFailure(connection, connect=True)
-    other httpx.TimeoutException          -> TransportFailure(timeout)
-    other httpx.TransportError            -> TransportFailure(connection)   (reset, protocol...)
-    the body cut off after the headers    -> TransportFailure(connection)
+    ConnectError, ConnectTimeout         -> TransportFailure(connection, connect=True)
+    other TimeoutException               -> TransportFailure(timeout)
+    other transport / protocol errors    -> TransportFailure(connection)   (reset, EOF...)
+    the body cut off after the headers   -> TransportFailure(connection)
+
+``stream`` is the same exchange for a streamed (server-sent events) answer: it yields a
+``StreamedResponse`` once the headers are in, whose ``chunks()`` map errors the same way.
+Streams go through httpx transports (sharded pools) whatever the backend: a streamed answer
+spends its time waiting for tokens, not in the HTTP layer's CPU, so the per-request savings
+of ``ConnectionPerSlot`` would buy little there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+import ssl
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import final
+from typing import Protocol, final
 
+import attrs
+import httpcore
 import httpx
 
 from ._errors import ConfigurationError
 from ._policy import ErrorKind
 from ._providers import HttpRequest
 
-__all__ = ["HttpPool", "RawResponse", "TransportFailure"]
+__all__ = [
+    "ConnectionPerSlot",
+    "ConnectionStatistics",
+    "HttpBackend",
+    "HttpPool",
+    "HttpxTransports",
+    "RawResponse",
+    "StreamedResponse",
+    "TransportFailure",
+]
 
-#: Connections per pool. httpcore walks all of a pool's connections on every request, so
-#: small pools keep that flat: at 1,000 in flight (benchmarks/concurrency.py) pools of 8 beat
-#: pools of 32 by 0.78 -> 0.84 of the ideal rate; below 8 nothing more was gained.
+#: Connections per pool for the httpx backend. httpcore walks all of a pool's connections on
+#: every request, so small pools keep that flat: at 1,000 in flight (benchmarks/concurrency.py)
+#: pools of 8 beat pools of 32 by 0.78 -> 0.84 of the ideal rate.
 CONNECTIONS_PER_SHARD = 8
+#: Seconds an idle connection is kept for reuse (servers close theirs after 5-120 s; one the
+#: server closed first is noticed before reuse and replaced).
+KEEPALIVE_S = 30.0
 
 
 @final
@@ -67,20 +100,28 @@ class TransportFailure(Exception):
         self.connect = connect
 
 
+class HttpBackend(Protocol):
+    """What ``HttpPool`` needs of a backend: send one request, read the whole response."""
+
+    async def send(self, request: HttpRequest) -> RawResponse:
+        """The response, or ``TransportFailure`` (see the module docs)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        ...
+
+
 @final
 class HttpPool:
-    """Connection pools sized for ``concurrency`` requests in flight.
-
-    Requests go straight to httpx *transports* (``httpx.AsyncHTTPTransport``, or the one you
-    pass, such as ``httpx.MockTransport``): a transport is one method,
-    ``handle_async_request``, and skipping the ``AsyncClient`` layer above it (URL merging,
-    auth flows, cookies, redirects, event hooks — none of which an API call needs) saves a
-    good share of the per-request CPU.
+    """The engine's HTTP layer, sized for ``concurrency`` requests in flight.
 
     Args:
-        concurrency: the most requests in flight; connections are kept alive for all of them.
+        concurrency: the most requests in flight; a connection is kept alive for each.
         transport: one httpx transport for every request (``httpx.MockTransport`` in tests).
         http2: negotiate HTTP/2 where the server offers it (needs the ``h2`` package).
+        backend: a backend of your own (anything with ``send`` and ``aclose``); overrides
+            ``transport`` and ``http2``.
     """
 
     def __init__(
@@ -89,41 +130,28 @@ class HttpPool:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         http2: bool = False,
-        connections_per_shard: int = CONNECTIONS_PER_SHARD,
+        backend: HttpBackend | None = None,
     ) -> None:
-        # Sockets this pool may hold at once (none with a transport of the caller's own).
-        self._sockets = 0 if transport is not None else concurrency
-        if transport is not None:
-            self._transports: list[httpx.AsyncBaseTransport] = [transport]
+        # Sockets this layer may hold at once (none with a transport of the caller's own).
+        self._sockets = 0 if transport is not None or backend is not None else concurrency
+        self._concurrency = concurrency
+        # Streamed answers' transports: the backend's own when it is httpx, else made at the
+        # first stream (a run that streams nothing opens none).
+        self._streams: HttpxTransports | None = None
+        if backend is not None:
+            self.backend: HttpBackend = backend
+        elif transport is not None:
+            self.backend = HttpxTransports([transport])
+        elif http2:
+            self.backend = HttpxTransports.sharded(concurrency, http2=True)
         else:
-            shards = math.ceil(concurrency / connections_per_shard)
-            per_shard = math.ceil(concurrency / shards)
-            limits = httpx.Limits(
-                max_connections=per_shard,
-                max_keepalive_connections=per_shard,
-                keepalive_expiry=30.0,
-            )
-            # One TLS context for every shard: building one loads the CA bundle (~20 ms).
-            # No timeouts here: deadlines are trio cancel scopes in the engine.
-            tls = httpx.create_ssl_context()
-            self._transports = [
-                httpx.AsyncHTTPTransport(verify=tls, limits=limits, http2=http2)
-                for _ in range(shards)
-            ]
-        self._in_flight = [0] * len(self._transports)
-        self._urls: dict[str, httpx.URL] = {}
-        self._stack = contextlib.AsyncExitStack()
-
-    @property
-    def shards(self) -> int:
-        """How many connection pools requests are spread over."""
-        return len(self._transports)
+            self.backend = ConnectionPerSlot(concurrency)
+        if isinstance(self.backend, HttpxTransports):
+            self._streams = self.backend
 
     async def __aenter__(self) -> HttpPool:
         if self._sockets:
             ensure_open_files(self._sockets)
-        for transport in self._transports:
-            await self._stack.enter_async_context(transport)
         return self
 
     async def __aexit__(
@@ -132,7 +160,258 @@ class HttpPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._stack.aclose()
+        await self.backend.aclose()
+        if self._streams is not None and self._streams is not self.backend:
+            await self._streams.aclose()
+
+    async def send(self, request: HttpRequest) -> RawResponse:
+        """Send one request and read the whole body.
+
+        Raises:
+            TransportFailure: no whole response arrived (see the module docs).
+        """
+        return await self.backend.send(request)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: HttpRequest) -> AsyncIterator[StreamedResponse]:
+        """Send one request and hand over its body as it arrives (see ``HttpxTransports``).
+
+        Raises:
+            TransportFailure: no response arrived, or (from ``chunks``) the body was cut off.
+        """
+        if self._streams is None:
+            self._streams = HttpxTransports.sharded(self._concurrency)
+        async with self._streams.stream(request) as response:
+            yield response
+
+
+# --- httpcore connections, one per slot -----------------------------------------------------
+
+
+@final
+class _Target:
+    """One URL, parsed once: its httpcore URL and origin, and its ``host`` header."""
+
+    __slots__ = ("host_header", "key", "label", "url")
+
+    def __init__(self, url: str) -> None:
+        parsed = httpx.URL(url)
+        self.url = httpcore.URL(
+            scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+        )
+        origin = self.url.origin
+        self.key = (origin.scheme, origin.host, origin.port)
+        self.host_header = parsed.netloc
+        self.label = f"{parsed.host}:{origin.port}"
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionStatistics:
+    """A snapshot of ``ConnectionPerSlot``.
+
+    Attributes:
+        open: connections open now (in use or idle).
+        idle: open connections waiting for a request.
+        opened: connections opened since the start (reuse keeps it low).
+    """
+
+    open: int
+    idle: int
+    opened: int
+
+
+@final
+class ConnectionPerSlot:
+    """One httpcore HTTP/1.1 connection per request in flight, kept on a free list per host.
+
+    At most ``concurrency`` connections are open at once: a new one past that closes an idle
+    one to another host first (the callers bound the requests in flight, so one host alone
+    never needs more). An idle connection the server closed, or idle longer than
+    ``keepalive_s``, is closed when it comes off the list instead of being reused; a connection
+    whose exchange failed or was cancelled midway is closed at once.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        keepalive_s: float = KEEPALIVE_S,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._max_open = concurrency
+        self._keepalive_s = keepalive_s
+        self._tls = ssl_context
+        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTP11Connection]] = {}
+        self._open: set[httpcore.AsyncHTTP11Connection] = set()
+        self._network = httpcore.TrioBackend()
+        self._targets: dict[str, _Target] = {}
+        self._opened = 0
+
+    def statistics(self) -> ConnectionStatistics:
+        """How many connections are open, idle, and were opened so far."""
+        return ConnectionStatistics(
+            open=len(self._open),
+            idle=sum(len(idle) for idle in self._idle.values()),
+            opened=self._opened,
+        )
+
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = _Target(url)
+        return target
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # One for every connection, built on the first https one: loading the CA bundle takes
+        # ~20 ms, and an http-only run (the mock server) needs none.
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return self._tls
+
+    async def _connection(self, target: _Target) -> httpcore.AsyncHTTP11Connection:
+        idle = self._idle.get(target.key)
+        while idle:
+            connection = idle.pop()  # the most recently used: the least likely to be stale
+            if connection.is_idle() and not connection.has_expired():
+                return connection
+            await self._close(connection)
+        if len(self._open) >= self._max_open:
+            await self._close_one_idle()
+        # Connected here rather than by httpcore.AsyncHTTPConnection: that wrapper only adds
+        # a lock (a trio schedule point per request) and tracing around the same HTTP/1.1
+        # connection. Failures here are httpcore's ConnectError (refused, DNS, TLS).
+        origin = target.url.origin
+        host = origin.host.decode("ascii")
+        stream = await self._network.connect_tcp(host, origin.port)
+        if origin.scheme == b"https":
+            try:
+                stream = await stream.start_tls(self._tls_context(), server_hostname=host)
+            except BaseException:
+                await stream.aclose()
+                raise
+        connection = httpcore.AsyncHTTP11Connection(
+            origin, stream, keepalive_expiry=self._keepalive_s
+        )
+        self._open.add(connection)
+        self._opened += 1
+        return connection
+
+    async def _close_one_idle(self) -> None:
+        for idle in self._idle.values():
+            if idle:
+                await self._close(idle.pop(0))
+                return
+
+    async def _close(self, connection: httpcore.AsyncHTTP11Connection) -> None:
+        self._open.discard(connection)
+        with contextlib.suppress(Exception):
+            await connection.aclose()
+
+    async def send(self, request: HttpRequest) -> RawResponse:
+        """Send on an idle connection to the request's host (or a new one); read it all."""
+        target = self._target(request.url)
+        try:
+            connection = await self._connection(target)
+        except Exception as exc:
+            raise _mapped(exc, target.label) from exc
+        content = request.content
+        headers = [(b"host", target.host_header), (b"content-length", b"%d" % len(content))]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+        reusable = False
+        try:
+            try:
+                response = await connection.handle_async_request(
+                    httpcore.Request(
+                        request.method.encode(), target.url, headers=headers, content=content
+                    )
+                )
+            except Exception as exc:
+                raise _mapped(exc, target.label) from exc
+            try:
+                try:
+                    body = await response.aread()
+                except Exception as exc:
+                    mapped = _mapped(exc, target.label)
+                    mapped.message = f"the response body was cut off ({mapped.message})"
+                    raise mapped from exc
+            finally:
+                await response.aclose()
+            reusable = True
+        finally:
+            if reusable and connection.is_idle():
+                self._idle.setdefault(target.key, []).append(connection)
+            else:
+                # Failed, cancelled midway or told to close: its state is not worth a reuse.
+                await self._close(connection)
+        # h11 gives header names in lower case already.
+        return RawResponse(
+            response.status,
+            {name.decode("latin-1"): value.decode("latin-1") for name, value in response.headers},
+            body,
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        self._idle.clear()
+        for connection in list(self._open):
+            await self._close(connection)
+
+
+def _mapped(exc: Exception, where: str) -> TransportFailure:
+    """httpcore's exception as ours (see the module docs)."""
+    if isinstance(exc, (httpcore.ConnectError, httpcore.ConnectTimeout)):
+        return TransportFailure(
+            ErrorKind.CONNECTION, f"cannot connect to {where} ({_describe(exc)})", connect=True
+        )
+    if isinstance(exc, httpcore.TimeoutException):
+        return TransportFailure(ErrorKind.TIMEOUT, _describe(exc))
+    if isinstance(
+        exc, (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ConnectionNotAvailable)
+    ):
+        return TransportFailure(ErrorKind.CONNECTION, _describe(exc))
+    raise exc  # not a transport failure: a bug, failing its item alone
+
+
+# --- httpx transports -----------------------------------------------------------------------
+
+
+@final
+class HttpxTransports:
+    """Requests straight to httpx *transports*, to the one with the fewest in flight.
+
+    A transport is one method, ``handle_async_request``: tests swap in
+    ``httpx.MockTransport``, and skipping the ``AsyncClient`` above it (URL merging, auth
+    flows, cookies, redirects, event hooks — none of which an API call needs) saves CPU.
+    """
+
+    def __init__(self, transports: list[httpx.AsyncBaseTransport]) -> None:
+        self._transports = transports
+        self._in_flight = [0] * len(transports)
+        self._urls: dict[str, httpx.URL] = {}
+
+    @classmethod
+    def sharded(cls, concurrency: int, *, http2: bool = False) -> HttpxTransports:
+        """``httpx.AsyncHTTPTransport`` pools of ``CONNECTIONS_PER_SHARD`` connections."""
+        shards = math.ceil(concurrency / CONNECTIONS_PER_SHARD)
+        per_shard = math.ceil(concurrency / shards)
+        limits = httpx.Limits(
+            max_connections=per_shard,
+            max_keepalive_connections=per_shard,
+            keepalive_expiry=KEEPALIVE_S,
+        )
+        # One TLS context for every shard: building one loads the CA bundle (~20 ms).
+        tls = httpx.create_ssl_context()
+        return cls(
+            [
+                httpx.AsyncHTTPTransport(verify=tls, limits=limits, http2=http2)
+                for _ in range(shards)
+            ]
+        )
+
+    @property
+    def shards(self) -> int:
+        """How many transports requests are spread over."""
+        return len(self._transports)
 
     def _url(self, url: str) -> httpx.URL:
         parsed = self._urls.get(url)
@@ -141,11 +420,7 @@ class HttpPool:
         return parsed
 
     async def send(self, request: HttpRequest) -> RawResponse:
-        """Send one request on the least busy pool and read the whole body.
-
-        Raises:
-            TransportFailure: no whole response arrived (see the module docs).
-        """
+        """Send on the least busy transport and read the whole body."""
         in_flight = self._in_flight
         shard = in_flight.index(min(in_flight)) if len(in_flight) > 1 else 0
         transport = self._transports[shard]
@@ -158,17 +433,8 @@ class HttpPool:
                         request.method, url, headers=request.headers, content=request.content
                     )
                 )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                raise TransportFailure(
-                    ErrorKind.CONNECTION,
-                    f"cannot connect to {url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme)}"
-                    f" ({_describe(exc)})",
-                    connect=True,
-                ) from exc
-            except httpx.TimeoutException as exc:
-                raise TransportFailure(ErrorKind.TIMEOUT, _describe(exc)) from exc
             except httpx.TransportError as exc:
-                raise TransportFailure(ErrorKind.CONNECTION, _describe(exc)) from exc
+                raise _failure(exc, url) from exc
             try:
                 try:
                     body = await response.aread()
@@ -188,6 +454,90 @@ class HttpPool:
             return RawResponse(response.status_code, headers, body)
         finally:
             in_flight[shard] -= 1
+
+    async def aclose(self) -> None:
+        """Close every transport."""
+        for transport in self._transports:
+            await transport.aclose()
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: HttpRequest) -> AsyncIterator[StreamedResponse]:
+        """Send one request like ``send``, and hand over its body as it arrives.
+
+        Kept apart from ``send`` (which reads whole bodies on the hot path): the body is read
+        by the caller, chunk by chunk, inside the block; leaving it closes the response.
+
+        Raises:
+            TransportFailure: no response arrived, or (from ``chunks``) the body was cut off.
+        """
+        in_flight = self._in_flight
+        shard = in_flight.index(min(in_flight)) if len(in_flight) > 1 else 0
+        in_flight[shard] += 1
+        url = self._url(request.url)
+        try:
+            try:
+                response = await self._transports[shard].handle_async_request(
+                    httpx.Request(
+                        request.method, url, headers=request.headers, content=request.content
+                    )
+                )
+            except httpx.TransportError as exc:
+                raise _failure(exc, url) from exc
+            try:
+                yield StreamedResponse(response)
+            finally:
+                await response.aclose()
+        finally:
+            in_flight[shard] -= 1
+
+
+@final
+class StreamedResponse:
+    """Status and headers of a response whose body is still arriving (see ``HttpPool.stream``)."""
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in response.headers.raw
+        }
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as the transport delivers them.
+
+        Raises:
+            TransportFailure: the connection broke before the body's end.
+        """
+        try:
+            # aiter_bytes, not aiter_raw: it also serves a body already in memory (a
+            # MockTransport's), and undoes a content-encoding.
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise TransportFailure(
+                ErrorKind.CONNECTION, f"the response body was cut off ({_describe(exc)})"
+            ) from exc
+
+    async def read(self) -> bytes:
+        """The rest of the body at once (an error answer is not streamed)."""
+        return b"".join([chunk async for chunk in self.chunks()])
+
+
+def _failure(exc: httpx.TransportError, url: httpx.URL) -> TransportFailure:
+    """The ``TransportFailure`` for an exception raised before any response arrived."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return TransportFailure(
+            ErrorKind.CONNECTION,
+            f"cannot connect to {url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme)}"
+            f" ({_describe(exc)})",
+            connect=True,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportFailure(ErrorKind.TIMEOUT, _describe(exc))
+    return TransportFailure(ErrorKind.CONNECTION, _describe(exc))
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

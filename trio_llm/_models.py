@@ -162,6 +162,10 @@ class Result:
         route: the route that answered (or was tried last), when the engine has routes.
         model: the model that answered (or was tried last).
         rerouted: each move down a fallback chain, as ``"route: kind"`` (why it moved).
+        ttft_s: for a streamed answer (``"stream": true``), seconds from sending the
+            answering attempt to its first output token, on trio's clock.
+        output_tokens_per_s: for a streamed answer, its output tokens over the seconds from
+            the first token to the last event (``None`` when it came in one piece).
     """
 
     index: int
@@ -179,6 +183,9 @@ class Result:
     route: str | None = None
     model: str | None = None
     rerouted: tuple[str, ...] = ()
+    # Streaming (issue 11): the timing of the answering attempt's stream.
+    ttft_s: float | None = None
+    output_tokens_per_s: float | None = None
 
 
 #: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a

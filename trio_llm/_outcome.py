@@ -15,13 +15,13 @@ import attrs
 
 from ._errors import ProviderError
 from ._headers import RateLimitInfo
-from ._http import RawResponse
+from ._http import RawResponse, TransportFailure
 from ._models import ErrorInfo, Usage
 from ._policy import ErrorKind
 from ._providers import Completion, Provider
 from ._secrets import ApiKey
 
-__all__ = ["NO_LIMITS", "Outcome", "outcome_of", "redact"]
+__all__ = ["NO_LIMITS", "Outcome", "failure_outcome", "outcome_of", "redact", "transport_outcome"]
 
 #: What a response without rate-limit headers says about the limits: nothing.
 NO_LIMITS = RateLimitInfo()
@@ -42,6 +42,8 @@ class Outcome:
         limits: what the response's headers said about the rate limits.
         should_retry: the server's ``x-should-retry``, which overrides the policy table.
         sent: whether a request went out (a refusal before sending is not an attempt).
+        ttft_s: for a streamed answer, seconds from sending to its first output token.
+        generation_s: for a streamed answer, seconds from its first output token to its end.
     """
 
     kind: ErrorKind | None = None
@@ -54,6 +56,8 @@ class Outcome:
     limits: RateLimitInfo = NO_LIMITS
     should_retry: bool | None = None
     sent: bool = True
+    ttft_s: float | None = None
+    generation_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,19 +99,34 @@ def outcome_of(provider: Provider, response: RawResponse, key: ApiKey) -> Outcom
     try:
         completion = provider.parse_response(response.status, response.headers, response.body)
     except ProviderError as exc:
-        return Outcome(
-            kind=exc.kind,
-            message=redact(exc.message, key),
-            status=exc.status if exc.status is not None else response.status,
-            code=exc.code,
-            request_id=exc.request_id,
-            retry_after=exc.retry_after if exc.retry_after is not None else limits.retry_after_s,
-            limits=limits,
-            should_retry=exc.should_retry if exc.should_retry is not None else limits.should_retry,
-        )
+        return failure_outcome(exc, response.status, limits, key)
     return Outcome(
         completion=completion,
         status=response.status,
         request_id=completion.request_id,
         limits=limits,
+    )
+
+
+def failure_outcome(exc: ProviderError, status: int, limits: RateLimitInfo, key: ApiKey) -> Outcome:
+    """The outcome of a response the provider refused (an error answer, or an error event in
+    a stream), with what its headers said."""
+    return Outcome(
+        kind=exc.kind,
+        message=redact(exc.message, key),
+        status=exc.status if exc.status is not None else status,
+        code=exc.code,
+        request_id=exc.request_id,
+        retry_after=exc.retry_after if exc.retry_after is not None else limits.retry_after_s,
+        limits=limits,
+        should_retry=exc.should_retry if exc.should_retry is not None else limits.should_retry,
+    )
+
+
+def transport_outcome(failure: TransportFailure) -> Outcome:
+    """The outcome of an exchange that got no (whole) response."""
+    return Outcome(
+        kind=failure.kind,
+        message=failure.message,
+        code="connect_error" if failure.connect else None,
     )

@@ -36,6 +36,12 @@ once and does not count against the attempts: the key was the problem, not the i
 
 A server's ``x-should-retry: true|false`` header overrides the retry column, except for key
 problems.
+
+An error event in a streamed answer after its 200 (Anthropic's ``overloaded_error``, a
+Responses ``response.failed``) is classified by its error type as the status that type stands
+for (``classify_stream_error``); a type we do not know is a ``server_error``: the server began
+to answer, then failed. A stream that ends before its last event is a ``connection`` failure.
+Either way the half-streamed text is dropped.
 """
 
 from __future__ import annotations
@@ -47,7 +53,16 @@ from typing import Final
 
 import attrs
 
-__all__ = ["POLICY", "ErrorKind", "KeyAction", "Retry", "Rule", "classify_status", "rule_for"]
+__all__ = [
+    "POLICY",
+    "ErrorKind",
+    "KeyAction",
+    "Retry",
+    "Rule",
+    "classify_status",
+    "classify_stream_error",
+    "rule_for",
+]
 
 
 class ErrorKind(enum.StrEnum):
@@ -205,3 +220,30 @@ def classify_status(
     if status == 400 and ("no_db_connection" in markers or any(w in words for w in _AUTH_WORDS)):
         return _K.AUTH
     return _K.BAD_REQUEST
+
+
+#: The status each error type of an error event stands for (Anthropic's and OpenAI's types).
+_STREAM_ERROR_STATUS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "invalid_request_error": 400,
+        "authentication_error": 401,
+        "permission_error": 403,
+        "not_found_error": 404,
+        "request_too_large": 413,
+        "rate_limit_error": 429,
+        "rate_limit_exceeded": 429,
+        "insufficient_quota": 429,
+        "api_error": 500,
+        "server_error": 500,
+        "overloaded_error": 529,
+    }
+)
+
+
+def classify_stream_error(
+    code: str | None = None, error_type: str | None = None, message: str = ""
+) -> ErrorKind:
+    """The kind of an error event that arrived mid-stream, after a 200: its type (or code)
+    read as the status it stands for; unknown ones are server errors (retryable)."""
+    status = _STREAM_ERROR_STATUS.get(error_type or "") or _STREAM_ERROR_STATUS.get(code or "")
+    return classify_status(status or 500, code, error_type, message)

@@ -62,6 +62,13 @@ def _waiting(snap: SummarySnapshot) -> str:
     return f" | a request of ~{tokens:,.0f} tokens waits {_duration(left)} for {key_id}"
 
 
+def _ttft(snap: SummarySnapshot, sep: str = " | ") -> str:
+    """Times to first token of streamed answers, when there are any."""
+    if snap.ttft_p50_s is None or snap.ttft_p95_s is None:
+        return ""
+    return f"{sep}TTFT p50 {snap.ttft_p50_s * 1000:.0f} ms, p95 {snap.ttft_p95_s * 1000:.0f} ms"
+
+
 def render_plain(snap: SummarySnapshot) -> str:
     """One status line: for logs and pipes."""
     total = "?" if snap.total is None else str(snap.total)
@@ -71,7 +78,7 @@ def render_plain(snap: SummarySnapshot) -> str:
         f"{snap.failed} failed | "
         f"{snap.requests_per_s:.1f} req/s, {snap.tokens_per_s:.0f} tok/s | "
         f"in flight {snap.in_flight} | retries {snap.retries}, 429s {snap.rate_limited} | "
-        f"{snap.cost_text} | ETA {_duration(snap.eta_s)}{_waiting(snap)}"
+        f"{snap.cost_text}{_ttft(snap)} | ETA {_duration(snap.eta_s)}{_waiting(snap)}"
     )
 
 
@@ -93,7 +100,7 @@ def render_tty(snap: SummarySnapshot) -> RenderableType:
     rates = Text(
         f"{snap.requests_per_s:.1f} req/s  {snap.tokens_per_s:.0f} tok/s  "
         f"in flight {snap.in_flight}  retries {snap.retries}  429s {snap.rate_limited}  "
-        f"cost {snap.cost_text}  elapsed {_duration(snap.wall_s)}",
+        f"cost {snap.cost_text}  elapsed {_duration(snap.wall_s)}{_ttft(snap, '  ')}",
         style="dim",
     )
     keys = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
@@ -155,6 +162,12 @@ def render_summary_table(snap: SummarySnapshot, *, title: str = "Run summary") -
     table.add_row("cost", snap.cost_text)
     table.add_row("wall time", f"{snap.wall_s:.2f}s")
     table.add_row("requests/s", f"{snap.requests_per_s:.1f}")
+    if snap.ttft_p50_s is not None and snap.ttft_p95_s is not None:
+        table.add_row("streamed answers", str(snap.streamed))
+        table.add_row(
+            "time to first token p50 / p95",
+            f"{snap.ttft_p50_s * 1000:.0f} / {snap.ttft_p95_s * 1000:.0f} ms",
+        )
     for dropped in snap.dropped_keys:
         table.add_row("dropped key", dropped)
     if snap.stopped:

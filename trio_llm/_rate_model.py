@@ -42,6 +42,12 @@ Taken: TypeAlias = tuple[float, float]
 # clock with its own rounding, and being a hair early costs a 429 while a hair late costs
 # nothing (the reservations behind are not shifted by it).
 SEND_MARGIN_S = 0.002
+# While interactive calls come (see the scheduler), batch requests leave this many requests
+# of room in a key's bucket when its burst holds it, so an interactive call finds a unit at
+# once instead of waiting for the next refill. A saturated batch still sends at the bucket's
+# rate, just that many units later; the room is only ever spent by interactive calls (which
+# then delay the batch by as much, as they must).
+LANE_ROOM = 1.0
 # A bucket whose rate was unknown starts half full when a rate arrives. Our bucket drains when
 # a request is scheduled, the server's when it arrives; the first burst is where that lag is
 # largest (connections are being opened), so it leaves room for it.
@@ -200,17 +206,35 @@ class RateModel:
         clock, a scheduling hiccup later than ours)."""
         return self._full_margin_s if tokens >= self.tokens.capacity else SEND_MARGIN_S
 
-    def delay(self, tokens: float, after: float, *, ahead: bool = False) -> float:
+    def _requests_margin(self, room: bool) -> float:
+        """The send margin of the requests bucket: with ``room`` a request also waits until
+        ``LANE_ROOM`` units would be left after it, when the burst is large enough that this
+        costs no rate (a margin is a delay, never units)."""
+        rate = self.requests.rate
+        if (
+            not room
+            or rate is None
+            or self.requests.capacity < 1 + LANE_ROOM + rate * SEND_MARGIN_S
+        ):
+            return SEND_MARGIN_S
+        return SEND_MARGIN_S + LANE_ROOM / rate
+
+    def delay(
+        self, tokens: float, after: float, *, ahead: bool = False, room: bool = False
+    ) -> float:
         """Seconds until a request of ``tokens`` could go, no earlier than ``after`` (``ahead``:
-        if it went before every request waiting here: the reserved units count as there)."""
+        if it went before every request waiting here: the reserved units count as there;
+        ``room``: a batch request that leaves the interactive lane its room)."""
         return max(
-            self.requests.delay(1, SEND_MARGIN_S, after, self.pending_requests if ahead else 0.0),
+            self.requests.delay(
+                1, self._requests_margin(room), after, self.pending_requests if ahead else 0.0
+            ),
             self.tokens.delay(
                 tokens, self._token_margin(tokens), after, self.pending_tokens if ahead else 0.0
             ),
         )
 
-    def reserve(self, tokens: float, after: float) -> tuple[float, Taken]:
+    def reserve(self, tokens: float, after: float, *, room: bool = False) -> tuple[float, Taken]:
         """Reserve one request of ``tokens`` to go at ``after`` seconds from now, which must be
         no earlier than ``delay(tokens, ...)`` says; return the wait and what was taken.
 
@@ -219,7 +243,7 @@ class RateModel:
         """
         self.pending_requests += 1
         self.pending_tokens += tokens
-        requests_wait, requests_taken = self.requests.hold(1, SEND_MARGIN_S, after)
+        requests_wait, requests_taken = self.requests.hold(1, self._requests_margin(room), after)
         tokens_wait, tokens_taken = self.tokens.hold(tokens, self._token_margin(tokens), after)
         return max(requests_wait, tokens_wait), (requests_taken, tokens_taken)
 

@@ -535,6 +535,7 @@ class Run:
         ):
             parts.estimator.observe(usage.completion_tokens)
         latency = self._latency(progress)
+        rate = _tokens_per_s(usage, outcome.generation_s)
         if parts.events.listening:
             parts.events.emit(
                 ev.REQUEST_SUCCEEDED,
@@ -549,6 +550,8 @@ class Run:
                 prompt_tokens=None if usage is None else usage.prompt_tokens,
                 completion_tokens=None if usage is None else usage.completion_tokens,
                 cost_usd=cost,
+                ttft_s=outcome.ttft_s,
+                output_tokens_per_s=rate,
             )
         return Result(
             index=index,
@@ -563,6 +566,8 @@ class Run:
             cost_usd=cost,
             raw=completion.raw if parts.keep_raw else None,
             **self._where(progress),
+            ttft_s=outcome.ttft_s,
+            output_tokens_per_s=rate,
         )
 
     def _failed(
@@ -594,6 +599,13 @@ class Run:
             key_id=progress.key_id,
             **self._where(progress),
         )
+
+
+def _tokens_per_s(usage: Usage | None, generation_s: float | None) -> float | None:
+    """Output tokens per second of a streamed answer, after its first token."""
+    if usage is None or not generation_s or generation_s <= 0:
+        return None
+    return usage.completion_tokens / generation_s
 
 
 def _where(exc: BaseException) -> str:

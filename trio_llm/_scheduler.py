@@ -57,6 +57,9 @@ UNREACHABLE_AFTER = 3
 #: The least share of grants the batch keeps while interactive requests go ahead of it,
 #: over the last _SHARE_WINDOW grants.
 BATCH_SHARE = 0.2
+# For this long after an interactive request, batch requests leave it room in the buckets
+# (``LANE_ROOM``): the next interactive call goes at once. A batch alone drains them fully.
+LANE_ROOM_S = 60.0
 _SHARE_WINDOW = 50
 #: A request that must wait at least this long for its key says so (``request.waiting``).
 WAITING_EVENT_S = 5.0
@@ -332,6 +335,7 @@ class Scheduler:
         self._granted = 0
         # Which lane the recent grants went to (True: the batch), for the batch's share.
         self._recent_lanes: collections.deque[bool] = collections.deque(maxlen=_SHARE_WINDOW)
+        self._room_until = -math.inf  # batch requests leave the interactive lane room until
 
     # --- asking --------------------------------------------------------------------------
     async def lease(
@@ -360,6 +364,8 @@ class Scheduler:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         give_up = trio.current_time() + max_blocked
+        if urgent:
+            self._room_until = trio.current_time() + LANE_ROOM_S
         while True:
             slot, rates = self._choose(tokens, model, max_blocked, route, urgent=urgent)
             now = trio.current_time()
@@ -519,7 +525,8 @@ class Scheduler:
             if blocked < math.inf:
                 # An urgent request goes ahead of the waiters: what they reserved is its too.
                 delay = max(
-                    rates.delay(tokens, blocked, ahead=urgent), endpoint.delay(tokens, blocked)
+                    rates.delay(tokens, blocked, ahead=urgent, room=self._room(urgent, now)),
+                    endpoint.delay(tokens, blocked),
                 )
             rank = (delay, slot.in_flight, slot.granted)
             if best is None or rank < best_rank:
@@ -617,13 +624,20 @@ class Scheduler:
         endpoint = want.slot.endpoint
         moment = max(
             blocked,
-            want.rates.delay(want.tokens, blocked),
+            want.rates.delay(want.tokens, blocked, room=self._room(want.urgent, now)),
             endpoint.delay(want.tokens, blocked),
         )
-        key_wait, key_taken = want.rates.reserve(want.tokens, moment)
+        key_wait, key_taken = want.rates.reserve(
+            want.tokens, moment, room=self._room(want.urgent, now)
+        )
         endpoint_wait, endpoint_taken = endpoint.reserve(want.tokens, moment)
         want.taken = (key_taken, endpoint_taken)
         return max(key_wait, endpoint_wait)
+
+    def _room(self, urgent: bool, now: float) -> bool:
+        """Whether a request leaves the interactive lane room: a batch one, while interactive
+        requests come."""
+        return not urgent and now < self._room_until
 
     def _unreserve(self, want: _Want) -> None:
         if want.reserved:

@@ -12,11 +12,17 @@ answered, invalid, duplicate), so a file run's bar and ETA cover the whole file.
 
 A retry is a send of an item after its first (``request.sent`` with ``attempt`` > 1), so a
 failed attempt that is not tried again (``--max-attempts 1``) is no retry.
+
+Streamed answers carry their time to first token (``ttft_s`` on ``request.succeeded``): the
+summary keeps a uniform sample of them (``TTFT_SAMPLE`` at most, so memory stays flat over
+millions of items) for the p50 / p95 it shows.
 """
 
 from __future__ import annotations
 
 import collections
+import math
+import random
 import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, final
@@ -35,6 +41,8 @@ __all__ = ["RunSummary", "SummarySnapshot"]
 #: over its limit for up to a minute) or the model is slow. Either way, an attempt timeout
 #: below such times would pay for the request twice.
 SLOW_ANSWER_S = 30.0
+#: At most this many times to first token are kept (a reservoir sample) for the percentiles.
+TTFT_SAMPLE = 10_000
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +74,10 @@ class SummarySnapshot:
     invalid: int = 0
     duplicates: int = 0
     kept_failed: int = 0
+    # Streaming (issue 11): how many answers were streamed, and their times to first token.
+    streamed: int = 0
+    ttft_p50_s: float | None = None
+    ttft_p95_s: float | None = None
 
     @property
     def cost_text(self) -> str:
@@ -135,6 +147,9 @@ class RunSummary:
         self._stopped: str | None = None
         self._lines: collections.Counter[str] = collections.Counter()
         self._recorded: collections.Counter[str] | None = None
+        self._streamed = 0
+        self._ttft: list[float] = []
+        self._ttft_random = random.Random(0)  # the sample's choice, not anything secret
 
     def set_total(self, total: int) -> None:
         """The number of items the run will deal with (a file run counts its lines first)."""
@@ -170,6 +185,9 @@ class RunSummary:
                 self._slow += 1
             self._prompt_tokens += event_dict.get("prompt_tokens") or 0
             self._completion_tokens += event_dict.get("completion_tokens") or 0
+            ttft = event_dict.get("ttft_s")
+            if ttft is not None:
+                self._sample_ttft(float(ttft))
             cost = event_dict.get("cost_usd")
             if cost is not None:
                 self._cost += cost
@@ -208,6 +226,16 @@ class RunSummary:
             self._stopped = event_dict.get("stopped")
         return event_dict
 
+    def _sample_ttft(self, ttft: float) -> None:
+        # Reservoir sampling (Vitter's algorithm R): each answer equally likely to be kept.
+        self._streamed += 1
+        if len(self._ttft) < TTFT_SAMPLE:
+            self._ttft.append(ttft)
+            return
+        slot = self._ttft_random.randrange(self._streamed)
+        if slot < TTFT_SAMPLE:
+            self._ttft[slot] = ttft
+
     def _waiting_now(self) -> tuple[str, float, float] | None:
         if self._waiting is None:
             return None
@@ -223,7 +251,11 @@ class RunSummary:
         if self._recorded is not None:
             succeeded = self._recorded[""]
             failed = collections.Counter({k: v for k, v in self._recorded.items() if k})
+        ttft = sorted(self._ttft)
         return SummarySnapshot(
+            streamed=self._streamed,
+            ttft_p50_s=_quantile(ttft, 0.50),
+            ttft_p95_s=_quantile(ttft, 0.95),
             total=self.total,
             succeeded=succeeded,
             failed=sum(failed.values()),
@@ -248,3 +280,10 @@ class RunSummary:
             duplicates=self._lines["duplicates"],
             kept_failed=self._lines["kept_failed"],
         )
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile of sorted values (nearest rank), ``None`` for none."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

@@ -1,14 +1,25 @@
 """Providers turn a ``Request`` into an HTTP request and a response into a ``Completion``."""
 
 from ._anthropic import AnthropicMessages
-from ._base import Completion, HttpRequest, Provider, error_from_response
+from ._base import (
+    Completion,
+    HttpRequest,
+    Provider,
+    StreamDecoder,
+    StreamingProvider,
+    error_from_response,
+)
 from ._openai import OpenAICompatible
+from ._responses import OpenAIResponses
 
 __all__ = [
     "AnthropicMessages",
     "Completion",
     "HttpRequest",
     "OpenAICompatible",
+    "OpenAIResponses",
     "Provider",
+    "StreamDecoder",
+    "StreamingProvider",
     "error_from_response",
 ]

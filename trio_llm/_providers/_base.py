@@ -3,6 +3,12 @@
 A provider builds the HTTP request for one ``Request`` with one key, and parses the response
 into a ``Completion`` — or raises ``ProviderError`` with the kind from the one taxonomy in
 ``trio_llm._policy``. The engine does everything else (keys, limits, retries, timeouts).
+
+A provider that can stream (``StreamingProvider``) marks a streamed request
+(``HttpRequest.stream``) and gives a ``StreamDecoder`` for its answer: the engine feeds it the
+server-sent events as they arrive, and it assembles the one ``Completion`` — or raises
+``ProviderError`` for an error event or a stream that ended before its last event, so that a
+half-streamed text is never a success.
 """
 
 from __future__ import annotations
@@ -17,18 +23,23 @@ import orjson
 from .._errors import ConfigurationError, ProviderError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
 from .._models import ErrorKind, Request, Usage
-from .._policy import classify_status
+from .._policy import classify_status, classify_stream_error
+from .._sse import ServerSentEvent
 
 __all__ = [
     "PARSE_ERRORS",
     "Completion",
     "HttpRequest",
     "Provider",
+    "StreamDecoder",
+    "StreamingProvider",
     "checked_base_url",
     "dump_json",
     "error_from_response",
     "load_json",
     "malformed",
+    "stream_cut",
+    "stream_error",
     "token_count",
 ]
 
@@ -37,7 +48,7 @@ __all__ = [
 PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError)
 
 
-def load_json(body: bytes) -> Any:
+def load_json(body: bytes | str) -> Any:
     """The JSON value of a response body (raises one of ``PARSE_ERRORS`` when it is not).
 
     orjson: 2-11 x faster than the standard library on our bodies (benchmarks/
@@ -75,6 +86,8 @@ class HttpRequest:
     url: str
     headers: Mapping[str, str]
     content: bytes
+    #: The answer comes as server-sent events, read through the provider's stream decoder.
+    stream: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -113,6 +126,72 @@ class Provider(Protocol):
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:
         """What the response headers say about our rate limits."""
         ...
+
+
+class StreamDecoder(Protocol):
+    """Assembles one streamed answer from its events (one decoder per attempt)."""
+
+    @property
+    def started(self) -> bool:
+        """Whether the first output token has arrived (the moment of time-to-first-token)."""
+        ...
+
+    def feed(self, event: ServerSentEvent) -> bool:
+        """Take one event; ``True`` once the stream's last event has arrived.
+
+        Raises:
+            ProviderError: the server sent an error event (``stream_error``).
+        """
+        ...
+
+    def finish(self) -> Completion:
+        """The completion, once the body has ended.
+
+        Raises:
+            ProviderError: the stream ended before its last event (``stream_cut``), or its
+                answer is a refusal or is malformed.
+        """
+        ...
+
+
+@runtime_checkable
+class StreamingProvider(Provider, Protocol):
+    """A provider whose API can stream (``"stream": true`` in the request's params)."""
+
+    def stream_decoder(self, headers: Mapping[str, str]) -> StreamDecoder:
+        """A decoder for one streamed answer whose response had these headers."""
+        ...
+
+
+def stream_error(error: object, request_id: str | None, *, status: int = 200) -> ProviderError:
+    """A ``ProviderError`` for an error event that arrived after a 200 (Anthropic's ``event:
+    error``, OpenAI's ``{"error": {...}}`` chunk, the Responses API's ``response.failed``),
+    classified by ``classify_stream_error``."""
+    message = "the server sent an error event mid-stream"
+    code = error_type = None
+    if isinstance(error, Mapping):
+        raw_message, raw_code, raw_type = error.get("message"), error.get("code"), error.get("type")
+        message = raw_message if isinstance(raw_message, str) and raw_message else message
+        code = raw_code if isinstance(raw_code, str) else None
+        error_type = raw_type if isinstance(raw_type, str) else None
+    return ProviderError(
+        classify_stream_error(code, error_type, message),
+        f"HTTP {status}, then an error mid-stream: {message}",
+        status=status,
+        request_id=request_id,
+        code=code or error_type,
+    )
+
+
+def stream_cut(request_id: str | None, what: str, *, status: int = 200) -> ProviderError:
+    """A ``ProviderError`` for a stream that ended cleanly before ``what`` (its last event):
+    the connection was cut, as with a body cut off after the headers."""
+    return ProviderError(
+        ErrorKind.CONNECTION,
+        f"HTTP {status}, then the stream ended before {what}",
+        status=status,
+        request_id=request_id,
+    )
 
 
 _RETRY_WORDS = re.compile(

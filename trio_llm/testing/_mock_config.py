@@ -42,6 +42,9 @@ FaultKind: TypeAlias = Literal[
     "anthropic_overloaded",
     "anthropic_credit_balance",
     "litellm_unknown_key",
+    # Streamed answers (issue 11).
+    "stream_error",
+    "stream_stall",
 ]
 """A kind of injected fault. See :class:`MockServerConfig` for what the client sees."""
 
@@ -185,6 +188,15 @@ class MockServerConfig:
     These are opt-in (never in :data:`DEFAULT_FAULT_MIX`); error bodies keep their server's
     shape on either route.
 
+    Streamed answers (opt-in too):
+
+    - ``"stream_error"``: a 200 stream that breaks off halfway with the API's error event:
+      ``data: {"error": {...}}`` on chat completions, ``event: error`` with
+      ``overloaded_error`` on ``/v1/messages``, ``response.failed`` on ``/v1/responses``.
+      A request that does not stream gets a 500 instead.
+    - ``"stream_stall"``: a 200 stream that stops sending halfway and never ends (what an idle
+      timeout is for). A request that does not stream hangs instead.
+
     Rate-limit modes (all off by default):
 
     - ``headers`` picks whose rate-limit headers and 429 bodies the mock sends: ``"native"``
@@ -218,10 +230,11 @@ class MockServerConfig:
         key_rpm: per-key overrides of ``rpm`` (uneven keys: one on a lower tier).
         key_tpm: per-key overrides of ``tpm``.
         burst_s: bucket capacity, in seconds of refill (``capacity = limit / 60 * burst_s``).
-        latency: mean seconds before the response starts.
+        latency: mean seconds before the response starts (a streamed answer's time to first
+            token).
         latency_sigma: sigma of a lognormal latency with mean ``latency``; 0 means fixed.
-        latency_per_token: extra seconds per completion token (spread over chunks when
-            streaming).
+        latency_per_token: extra seconds per completion token (when streaming, the delay between
+            one token's chunk and the next).
         error_rate: probability (0..1) that an admitted request gets a fault.
         fault_mix: weights over fault kinds for the random faults (a mapping or pairs).
         fault_retry_after: seconds for ``retry-after`` on 500/503/529 faults; ``None`` sends

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import signal
 import socket
 import sys
@@ -19,7 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeAlias, cast
 
 from ._mock_config import HEADER_DIALECTS, MockServerConfig
-from ._mock_serve import hypercorn_config
+from ._mock_serve import KEEP_ALIVE_S, LISTEN_BACKLOG, hypercorn_config
 from ._mock_server import MockApp
 
 if TYPE_CHECKING:
@@ -213,14 +214,8 @@ def _run_uvicorn(app: MockApp, host: str, port: int) -> None:
     import uvicorn
 
     # Bind here rather than in uvicorn, so port 0 works and the real port can be announced.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: accepted sockets inherit it, and asyncio sets TCP_NODELAY only
-    # on sockets that say they are TCP. Without it, Nagle + delayed ACKs cap a connection at
-    # ~25 requests/s (uvicorn writes the headers and the body separately).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    bound_port = int(sock.getsockname()[1])
+    sockets = _listening_sockets(host, port)
+    bound_port = int(sockets[0].getsockname()[1])
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -234,7 +229,10 @@ def _run_uvicorn(app: MockApp, host: str, port: int) -> None:
         lifespan="off",
         access_log=False,
         log_level="warning",
-        backlog=4096,
+        backlog=LISTEN_BACKLOG,
+        # Clients reuse a connection after their own pauses (a CPU-bound client at 10,000 in
+        # flight takes seconds); uvicorn's default 5 s closed connections under them.
+        timeout_keep_alive=KEEP_ALIVE_S,
         # Shutdown otherwise waits for every request in flight, and a `hang` never ends.
         timeout_graceful_shutdown=1,
     )
@@ -247,11 +245,47 @@ def _run_uvicorn(app: MockApp, host: str, port: int) -> None:
 
     previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        Server(config).run(sockets=[sock])
+        Server(config).run(sockets=sockets)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sock.close()
+        for sock in sockets:
+            sock.close()
+
+
+def _listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Sockets listening on one port (``SO_REUSEPORT``), enough for ``LISTEN_BACKLOG``
+    connections waiting to be accepted.
+
+    The kernel caps each socket's accept queue at ``net.core.somaxconn`` (4,096 here), and
+    10,000 clients connecting at once overflow one queue: the rest retransmit their SYNs
+    after 1 s, 3 s..., which delays the whole first wave. Each socket has its own queue, and
+    the kernel spreads new connections over them.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    count = 1
+    if hasattr(socket, "SO_REUSEPORT"):
+        count = max(1, min(8, math.ceil(LISTEN_BACKLOG / _somaxconn())))
+    sockets: list[socket.socket] = []
+    for _ in range(count):
+        # proto=IPPROTO_TCP matters: accepted sockets inherit it, and asyncio sets TCP_NODELAY
+        # only on sockets that say they are TCP. Without it, Nagle + delayed ACKs cap a
+        # connection at ~25 requests/s (uvicorn writes the headers and the body separately).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if count > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port if not sockets else sockets[0].getsockname()[1]))
+        sockets.append(sock)
+    return sockets
+
+
+def _somaxconn() -> int:
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as file:
+            return max(1, int(file.read().strip()))
+    except (OSError, ValueError):
+        return 4096
 
 
 if __name__ == "__main__":  # pragma: no cover

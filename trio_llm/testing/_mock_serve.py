@@ -20,7 +20,16 @@ if TYPE_CHECKING:
 
     from ._mock_stats import MockStats
 
-__all__ = ["MockServer", "hypercorn_config", "serve_mock"]
+__all__ = ["KEEP_ALIVE_S", "LISTEN_BACKLOG", "MockServer", "hypercorn_config", "serve_mock"]
+
+#: Connections the mock lets wait to be accepted: more than the 10,000 a benchmark opens at
+#: once (the kernel caps each listening socket at ``net.core.somaxconn``, so the mock on
+#: uvicorn listens on several sockets of one port: ``_mock_main._listening_sockets``).
+LISTEN_BACKLOG = 16_384
+#: Seconds an idle client connection is kept open (uvicorn's and hypercorn's default is 5 s,
+#: which closed connections under a CPU-bound client at 10,000 in flight; real providers keep
+#: theirs for a minute or more).
+KEEP_ALIVE_S = 120
 
 # Hypercorn's own messages ("Running on ...", app errors) go to the caller's logging setup
 # instead of a stderr handler of hypercorn's own.
@@ -37,6 +46,10 @@ def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
     config.graceful_timeout = 0.5
     # Clients are benchmarks hammering one server: don't cycle their connections.
     config.keep_alive_max_requests = 1_000_000
+    # Idle connections stay open as long as a real provider's, and a connect storm of
+    # 10,000 waits to be accepted (hypercorn's default backlog is 100).
+    config.keep_alive_timeout = KEEP_ALIVE_S
+    config.backlog = LISTEN_BACKLOG
     return config
 
 

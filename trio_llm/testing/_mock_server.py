@@ -7,8 +7,14 @@ behind ``httpx.ASGITransport`` with no socket at all.
 Routes:
 
 - ``POST /v1/chat/completions`` (and ``/chat/completions``): JSON or SSE (``"stream": true``).
-- ``POST /v1/messages`` (and ``/messages``): Anthropic's Messages API, JSON only, with
+- ``POST /v1/messages`` (and ``/messages``): Anthropic's Messages API, JSON or SSE, with
   Anthropic's error shapes and (by default) its ``anthropic-ratelimit-*`` headers.
+- ``POST /v1/responses`` (and ``/responses``): OpenAI's Responses API, JSON or SSE
+  (``response.*`` events), with OpenAI's error shapes and headers.
+
+A streamed answer starts ``latency`` after the request (its first token: the time to first
+token) and sends one token per chunk, ``latency_per_token`` apart. The ``stream_error`` fault
+breaks it off halfway with the API's error event, ``stream_stall`` stops sending halfway.
 - ``GET /v1/models``: the configured model.
 - ``GET /stats`` / ``POST /stats/reset``: the counters of :class:`MockStats`.
 
@@ -31,7 +37,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final, cast, final
+from typing import Any, Final, Literal, cast, final
 
 import anyio
 
@@ -49,6 +55,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+#: Which API's body a request has: chat completions, Anthropic messages, or Responses.
+Shape = Literal["chat", "messages", "responses"]
 
 _JSON: Final = (b"content-type", b"application/json")
 
@@ -57,7 +65,10 @@ _BODY_VARIANTS: Final = frozenset(
     {"refusal", "content_parts", "empty_choices", "openai_usage_details", "anthropic_cache_usage"}
 )
 #: Body variants that are not a usable answer (not counted as successes).
-_NOT_AN_ANSWER: Final = frozenset({"refusal", "empty_choices"})
+#: Faults of a streamed answer: it starts, then breaks off halfway (for a whole answer: a 500,
+#: and no answer at all).
+_STREAM_FAULTS: Final = frozenset({"stream_error", "stream_stall"})
+_NOT_AN_ANSWER: Final = frozenset({"refusal", "empty_choices", *_STREAM_FAULTS})
 #: Variants with no Anthropic Messages shape in the mock.
 _OPENAI_ONLY: Final = frozenset(
     {"refusal", "content_parts", "empty_choices", "openai_usage_details"}
@@ -129,9 +140,13 @@ def _text_of(content: Any) -> str:
         return "\n".join(
             str(part.get("text", ""))
             for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
+            if isinstance(part, dict) and part.get("type") in _TEXT_PARTS
         )
     return ""
+
+
+#: Content parts that carry text: chat's, and the Responses API's input and output parts.
+_TEXT_PARTS: Final = frozenset({"text", "input_text", "output_text"})
 
 
 @final
@@ -151,6 +166,7 @@ class _Chat:
         "model",
         "prompt",
         "prompt_tokens",
+        "shape",
         "stream",
         "token_cost",
     )
@@ -167,23 +183,26 @@ class _Chat:
     model: str
     prompt: str
     prompt_tokens: int
+    shape: Shape
     stream: bool
     token_cost: int
 
-    def __init__(self, body: Any, default_model: str, api: Api = "openai") -> None:
+    def __init__(
+        self, body: Any, default_model: str, api: Api = "openai", shape: Shape | None = None
+    ) -> None:
         if not isinstance(body, dict):
             raise _bad_request("The request body must be a JSON object.")
+        self.shape = shape or ("messages" if api == "anthropic" else "chat")
+        if self.shape == "responses":
+            body = _responses_as_chat(body)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _bad_request("'messages' must be a non-empty array.", "messages")
         if not all(isinstance(m, dict) for m in messages):
             raise _bad_request("Each message must be an object.", "messages")
-        if api == "anthropic":
-            # The Messages API requires max_tokens; the mock serves it without streaming.
-            if "max_tokens" not in body:
-                raise _bad_request("max_tokens: Field required", "max_tokens")
-            if body.get("stream") is True:
-                raise _bad_request("stream: the mock serves /v1/messages without streaming.")
+        if api == "anthropic" and "max_tokens" not in body:
+            # The Messages API requires max_tokens.
+            raise _bad_request("max_tokens: Field required", "max_tokens")
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is not None and (
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -206,6 +225,8 @@ class _Chat:
         )  # fmt: skip
         if api == "anthropic" and body.get("system") is not None:
             texts.append(_text_of(body["system"]))
+        if self.shape == "responses" and body.get("instructions") is not None:
+            texts.append(_text_of(body["instructions"]))
         self.digest = prompt_digest(self.prompt)
         self.prompt_tokens = sum(count_tokens(t) + 3 for t in texts)
         full = mock_reply(self.prompt)
@@ -328,16 +349,19 @@ class MockApp:
         path = scope["path"].rstrip("/")
         method = scope["method"]
         api: Api | None = None
+        shape: Shape = "chat"
         if path in ("/v1/chat/completions", "/chat/completions"):
             api = "openai"
         elif path in ("/v1/messages", "/messages"):
-            api = "anthropic"
+            api, shape = "anthropic", "messages"
+        elif path in ("/v1/responses", "/responses"):
+            api, shape = "openai", "responses"
         if api is not None:
             if method != "POST":
                 error = _HTTPError(405, _error_body("Use POST.", "invalid_request_error", None))
                 await _send_json(send, 405, error.body_for(api, "req_mock_405"))
                 return
-            await self._chat_completions(scope, receive, send, api)
+            await self._chat_completions(scope, receive, send, api, shape)
         elif path in ("/v1/models", "/models") and method == "GET":
             await _send_json(send, 200, self._models())
         elif path == "/stats" and method == "GET":
@@ -353,7 +377,9 @@ class MockApp:
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "trio-llm"}
         return {"object": "list", "data": [model]}
 
-    async def _chat_completions(self, scope: Scope, receive: Receive, send: Send, api: Api) -> None:
+    async def _chat_completions(
+        self, scope: Scope, receive: Receive, send: Send, api: Api, shape: Shape = "chat"
+    ) -> None:
         stats = self._stats
         stats.total_requests += 1
         stats.in_flight += 1
@@ -361,12 +387,12 @@ class MockApp:
         self._sequence += 1
         request_id = f"req_{self._id_prefix}{self._sequence:012x}"
         try:
-            await self._handle_chat(scope, receive, send, request_id, api)
+            await self._handle_chat(scope, receive, send, request_id, api, shape)
         finally:
             stats.in_flight -= 1
 
     async def _handle_chat(
-        self, scope: Scope, receive: Receive, send: Send, rid: str, api: Api
+        self, scope: Scope, receive: Receive, send: Send, rid: str, api: Api, shape: Shape
     ) -> None:
         stats = self._stats
         # Anthropic names its request id `request-id`; OpenAI `x-request-id`.
@@ -382,7 +408,7 @@ class MockApp:
                 return  # the client went away
             self._authenticate(key, fingerprint, api, rid)
             try:
-                chat = _Chat(json.loads(raw), self.config.model, api)
+                chat = _Chat(json.loads(raw), self.config.model, api, shape)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 raise _bad_request(f"The body is not valid JSON: {exc}") from None
             fault = self._directive_fault(chat)
@@ -407,9 +433,8 @@ class MockApp:
             return
 
         stats.tokens_charged += chat.token_cost
-        chat.completion_id = ("msg_" if api == "anthropic" else "chatcmpl-") + rid.removeprefix(
-            "req_"
-        )
+        prefix = {"messages": "msg_", "responses": "resp_"}.get(chat.shape, "chatcmpl-")
+        chat.completion_id = prefix + rid.removeprefix("req_")
         prompt_id = int.from_bytes(chat.digest[:8], "big")
         n = self._seen.get(prompt_id, 0)
         self._seen[prompt_id] = n + 1
@@ -419,7 +444,9 @@ class MockApp:
             kind = fault[0]
         if kind is not None:
             stats.faults[kind] = stats.faults.get(kind, 0) + 1
-        variant = kind if kind in _BODY_VARIANTS else None
+        if kind in _STREAM_FAULTS and not chat.stream:
+            kind = "500" if kind == "stream_error" else "hang"
+        variant = kind if kind in _BODY_VARIANTS or kind in _STREAM_FAULTS else None
         if kind is not None and variant is None:
             # Nothing was generated: a fault costs the request but no tokens.
             stats.tokens_charged -= chat.token_cost
@@ -430,11 +457,14 @@ class MockApp:
                 limits.refund("output_tokens", chat.output_cost, now)
             await self._send_fault(kind, chat, receive, send, headers, rid)
             return
-        if variant is not None and api == "anthropic" and variant in _OPENAI_ONLY:
+        if variant is not None and chat.shape != "chat" and variant in _OPENAI_ONLY:
             stats.tokens_charged -= chat.token_cost
             self._count_status(400)
-            message = f"The fault {variant!r} has no Anthropic Messages shape in the mock."
-            body = shapes.anthropic_error("invalid_request_error", message, rid)
+            message = f"The fault {variant!r} has no {chat.shape} shape in the mock."
+            if api == "anthropic":
+                body = shapes.anthropic_error("invalid_request_error", message, rid)
+            else:
+                body = _error_body(message, "invalid_request_error", None)
             await _send_json(send, 400, body, headers)
             return
         if variant == "refusal":
@@ -468,13 +498,15 @@ class MockApp:
                 stats.succeeded_prompts.add(prompt_id)
 
         if chat.stream:
-            await self._stream(chat, send, headers, latency, succeeded, variant)
+            await self._stream(chat, send, headers, latency, succeeded, variant, receive)
         else:
             delay = latency + self.config.latency_per_token * chat.completion_tokens
             if delay > 0:
                 await anyio.sleep(delay)
-            if api == "anthropic":
+            if chat.shape == "messages":
                 payload = self._message(chat, variant)
+            elif chat.shape == "responses":
+                payload = self._response(chat, variant)
             else:
                 payload = self._completion(chat, variant)
             body = json.dumps(payload).encode()
@@ -732,7 +764,11 @@ class MockApp:
 
     def _payload(self, chat: _Chat) -> dict[str, Any]:
         """The plain success body of the request's API."""
-        return self._message(chat) if chat.api == "anthropic" else self._completion(chat)
+        if chat.shape == "messages":
+            return self._message(chat)
+        if chat.shape == "responses":
+            return self._response(chat)
+        return self._completion(chat)
 
     def _completion(self, chat: _Chat, variant: str | None = None) -> dict[str, Any]:
         if variant == "empty_choices":
@@ -807,12 +843,17 @@ class MockApp:
             chunk["usage"] = usage
         return chunk
 
-    def _stream_events(self, chat: _Chat, variant: str | None) -> tuple[list[Any], int]:
-        """The chunks of a stream and how many of them carry one token each (from index 1)."""
-        if variant == "empty_choices":
-            return [self._completion(chat, variant)], 0
+    def _stream_events(self, chat: _Chat, variant: str | None) -> tuple[list[bytes], int, int]:
+        """The encoded events of a stream, the index of the first that carries a token, and how
+        many (from there) carry one token each."""
         # One chunk per mock token (4 characters), like a real stream's one-token deltas.
         pieces = [chat.content[i : i + 4] for i in range(0, len(chat.content), 4)]
+        if chat.shape == "messages":
+            return self._message_events(chat, pieces, variant), 3, len(pieces)
+        if chat.shape == "responses":
+            return self._response_events(chat, pieces, variant), 4, len(pieces)
+        if variant == "empty_choices":
+            return [_data(self._completion(chat, variant)), b"data: [DONE]\n\n"], 1, 0
         deltas: list[dict[str, Any]]
         if variant == "refusal":
             first: dict[str, Any] = {"role": "assistant", "content": None, "refusal": ""}
@@ -830,7 +871,112 @@ class MockApp:
         events.append(self._chunk(chat, {}, chat.finish_reason))
         if chat.include_usage:
             events.append(self._chunk(chat, None, usage=chat.usage(variant)))
-        return events, len(pieces)
+        return [*map(_data, events), b"data: [DONE]\n\n"], 1, len(pieces)
+
+    def _message_events(self, chat: _Chat, pieces: list[str], variant: str | None) -> list[bytes]:
+        """Anthropic's stream: message_start, a text block of deltas, message_delta, stop."""
+        usage = shapes.anthropic_usage(
+            chat.prompt_tokens, chat.completion_tokens, cached=variant == "anthropic_cache_usage"
+        )
+        start = {**self._message(chat, variant), "content": [], "stop_reason": None,
+                 "usage": {**usage, "output_tokens": 1}}  # fmt: skip
+        events = [
+            _event("message_start", {"message": start}),
+            _event("content_block_start",
+                   {"index": 0, "content_block": {"type": "text", "text": ""}}),
+            _event("ping", {}),
+        ]  # fmt: skip
+        events += [
+            _event("content_block_delta",
+                   {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+            for piece in pieces
+        ]  # fmt: skip
+        stop = "max_tokens" if chat.finish_reason == "length" else "end_turn"
+        events += [
+            _event("content_block_stop", {"index": 0}),
+            _event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
+                                     "usage": {"output_tokens": chat.completion_tokens}}),
+            _event("message_stop", {}),
+        ]  # fmt: skip
+        return events
+
+    def _response_events(self, chat: _Chat, pieces: list[str], variant: str | None) -> list[bytes]:
+        """The Responses API's stream: created, in progress, an output message whose text
+        comes in deltas, then completed (or incomplete) with the whole response."""
+        whole = self._response(chat, variant)
+        item = whole["output"][0]
+        opened = {**whole, "status": "in_progress", "output": [], "usage": None,
+                  "incomplete_details": None}  # fmt: skip
+        where = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.created", {"response": opened}),
+            ("response.in_progress", {"response": opened}),
+            ("response.output_item.added",
+             {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}),
+            ("response.content_part.added", {**where, "part": part}),
+        ]  # fmt: skip
+        events += [
+            ("response.output_text.delta", {**where, "delta": piece, "logprobs": []})
+            for piece in pieces
+        ]
+        events += [
+            ("response.output_text.done", {**where, "text": chat.content, "logprobs": []}),
+            ("response.content_part.done", {**where, "part": item["content"][0]}),
+            ("response.output_item.done", {"output_index": 0, "item": item}),
+            (f"response.{whole['status']}", {"response": whole}),
+        ]
+        return [
+            _event(name, {**data, "sequence_number": n}) for n, (name, data) in enumerate(events)
+        ]
+
+    def _response(self, chat: _Chat, variant: str | None = None) -> dict[str, Any]:
+        """A Responses API response object."""
+        cached = reasoning = 0
+        if variant == "openai_usage_details":
+            cached, reasoning = chat.prompt_tokens // 2, chat.completion_tokens // 2
+        cut = chat.finish_reason == "length"
+        message = {
+            "type": "message",
+            "id": "msg_" + chat.completion_id.removeprefix("resp_"),
+            "status": "incomplete" if cut else "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": chat.content, "annotations": []}],
+        }
+        return {
+            "id": chat.completion_id,
+            "object": "response",
+            "created_at": chat.created,
+            "status": "incomplete" if cut else "completed",
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
+            "model": chat.model,
+            "output": [message],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "text": {"format": {"type": "text"}},
+            "max_output_tokens": chat.max_tokens,
+            "usage": {
+                "input_tokens": chat.prompt_tokens,
+                "input_tokens_details": {"cached_tokens": cached},
+                "output_tokens": chat.completion_tokens,
+                "output_tokens_details": {"reasoning_tokens": reasoning},
+                "total_tokens": chat.total_tokens,
+            },
+        }
+
+    def _stream_error_event(self, chat: _Chat) -> bytes:
+        """The API's error event for a stream that fails halfway (after its 200)."""
+        if chat.shape == "messages":
+            return _event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+        message = "The server had an error while processing your request."
+        if chat.shape == "responses":
+            failed = {**self._response(chat), "status": "failed", "output": [], "usage": None,
+                      "error": {"code": "server_error", "message": message}}  # fmt: skip
+            return _event("response.failed", {"response": failed})
+        return _data({"error": {"message": message, "type": "server_error", "param": None,
+                                "code": None}})  # fmt: skip
 
     async def _stream(
         self,
@@ -840,28 +986,70 @@ class MockApp:
         latency: float,
         succeeded: Callable[[], None],
         variant: str | None = None,
+        receive: Receive | None = None,
     ) -> None:
         if latency > 0:
             await anyio.sleep(latency)  # time to first token
         await send({"type": "http.response.start", "status": 200,
                     "headers": [_SSE, (b"cache-control", b"no-cache"), *headers]})  # fmt: skip
-        events, paced = self._stream_events(chat, variant)
-        encoded = [f"data: {json.dumps(e)}\n\n".encode() for e in events]
-        encoded.append(b"data: [DONE]\n\n")
+        encoded, first, paced = self._stream_events(chat, variant)
+        if variant in _STREAM_FAULTS:
+            encoded = encoded[: first + paced // 2]
+            if variant == "stream_error":
+                encoded.append(self._stream_error_event(chat))
+            paced = min(paced, len(encoded) - first)
         per_token = self.config.latency_per_token
-        if per_token <= 0:
+        if per_token <= 0 and variant != "stream_stall":
             # No pacing to do: one write is much cheaper for the server than forty.
-            succeeded()
+            if variant is None or variant not in _STREAM_FAULTS:
+                succeeded()
+            else:
+                self._count_status(200)
             await send({"type": "http.response.body", "body": b"".join(encoded)})
             return
         for i, event in enumerate(encoded):
-            # Events 1..paced carry one token each; pace those.
-            if 1 <= i <= paced:
+            # The first token goes at once (at the time to first token); each later token,
+            # and what follows the last one, a token's time after the one before it.
+            if first < i <= first + paced:
                 await anyio.sleep(per_token)
-            if i == len(encoded) - 1:
+            if i == len(encoded) - 1 and variant not in _STREAM_FAULTS:
                 succeeded()
             await send({"type": "http.response.body", "body": event, "more_body": True})
+        if variant == "stream_stall":
+            self._count_status(200)
+            if receive is not None:
+                await _wait_for_disconnect(receive)
+            return
+        if variant == "stream_error":
+            self._count_status(200)
         await send({"type": "http.response.body", "body": b""})
+
+
+def _data(payload: Any) -> bytes:
+    """One ``data:`` event (chat completions name none)."""
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    """One named event whose data carries its ``type`` (Anthropic's and Responses' streams)."""
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+
+def _responses_as_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """A Responses request body read as a chat one: ``input`` as messages (a string is one
+    user message), ``max_output_tokens`` as ``max_tokens``."""
+    value = body.get("input")
+    if isinstance(value, str) and value:
+        messages: Any = [{"role": "user", "content": value}]
+    elif isinstance(value, list) and value:
+        messages = [m for m in value if not isinstance(m, dict) or "content" in m] or value
+    else:
+        raise _bad_request("'input' must be a non-empty string or array.", "input")
+    chat = {k: v for k, v in body.items() if k not in ("input", "max_output_tokens")}
+    chat["messages"] = messages
+    if "max_output_tokens" in body:
+        chat["max_tokens"] = body["max_output_tokens"]
+    return chat
 
 
 _SSE: Final = (b"content-type", b"text/event-stream; charset=utf-8")
