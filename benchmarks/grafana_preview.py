@@ -3,7 +3,8 @@
 Grafana is not on PyPI nor in Debian's archive, so this draws what
 ``examples/grafana_dashboard.json`` shows, with matplotlib: it runs an engine with a
 ``PrometheusConsumer`` against the mock server in its own process (3 keys, a limit set 1.5 x
-too high so that some 429s come back, 5 % faults, lognormal latency), scrapes ``/metrics`` over
+too high so that some 429s come back, 5 % faults, lognormal latency, every other answer
+streamed), scrapes ``/metrics`` over
 HTTP every second, and evaluates each panel's own PromQL (the few forms the dashboard uses:
 ``rate``, ``sum by``, ``histogram_quantile``) over those scrapes. Rates use a 15 s window
 instead of the dashboard's 1 m, since the run lasts about a minute.
@@ -144,7 +145,16 @@ async def run_engine(base_url: str, registry: CollectorRegistry, n: int) -> list
             {"mock-gpt": trio_llm.ModelPrice(input_per_m=0.15, output_per_m=0.6)}
         ),
     )
-    return await engine.map([f"What is {i}+{i % 7}?" for i in range(n)])
+    # Every other request streamed, so that the time-to-first-token panel has data too.
+    return await engine.map(
+        [
+            {
+                "messages": [{"role": "user", "content": f"What is {i}+{i % 7}?"}],
+                "stream": i % 2 == 0,
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def draw(series: Series, dashboard: dict[str, Any], started: float, path: Path) -> None:

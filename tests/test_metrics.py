@@ -333,3 +333,29 @@ def _sample_names(family: Any) -> set[str]:
     base = family.name
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     return {base} | {base + s for s in suffixes.get(family.type, ())}
+
+
+async def test_streamed_answers_feed_the_ttft_histogram() -> None:
+    """Streamed requests against the mock: one TTFT observation per streamed answer, each the
+    Result's own ttft_s; whole answers add none."""
+    registry = CollectorRegistry()
+    config = MockServerConfig(latency=0.05)
+    async with serve_mock(config) as server:
+        engine = trio_llm.Engine(
+            provider=trio_llm.OpenAICompatible(base_url=server.base_url, model="mock-gpt"),
+            keys=["sk-ttft-test-key-0000"],
+            consumers=[PrometheusConsumer(registry)],
+        )
+        bodies = [
+            {"messages": [{"role": "user", "content": f"What is {i}+1?"}], "stream": i % 2 == 0}
+            for i in range(6)
+        ]
+        with trio.fail_after(30):
+            results = await engine.map(bodies)
+    streamed = [r.ttft_s for r in results if r.ttft_s is not None]
+    assert len(streamed) == 3
+    where = {"provider": "openai", "model": "mock-gpt"}
+    assert value(registry, "trio_llm_time_to_first_token_seconds_count", **where) == 3
+    assert value(registry, "trio_llm_time_to_first_token_seconds_sum", **where) == pytest.approx(
+        sum(streamed)
+    )
