@@ -140,7 +140,9 @@ async def test_run_finished_freezes_wall_time_and_records_why_it_stopped(
 async def test_a_failed_429_counts_as_rate_limited(wall: FakeMonotonic) -> None:
     """A 429 that exhausts the attempts still shows in the 429 count."""
     summary = RunSummary(total=1)
-    feed(summary, ev.REQUEST_FAILED, index=0, attempts=8, kind="rate_limited", status=429)
+    feed(
+        summary, ev.REQUEST_FAILED, index=0, attempts=8, kind="rate_limited", status=429, sent=True
+    )
     snap = summary.snapshot()
     assert (snap.failed, snap.rate_limited, snap.retries) == (1, 1, 0)
 
@@ -151,7 +153,9 @@ async def test_a_failed_attempt_not_tried_again_is_no_retry(wall: FakeMonotonic)
     summary = RunSummary(total=1)
     feed(summary, ev.REQUEST_SENT, index=0, attempt=1, key_id=FP_A)
     feed(summary, ev.REQUEST_RETRYING, index=0, attempt=1, kind="rate_limited", status=429)
-    feed(summary, ev.REQUEST_FAILED, index=0, attempts=1, kind="rate_limited", status=429)
+    feed(
+        summary, ev.REQUEST_FAILED, index=0, attempts=1, kind="rate_limited", status=429, sent=False
+    )
     snap = summary.snapshot()
     assert (snap.sent, snap.retries, snap.rate_limited, snap.failed) == (1, 0, 1, 1)
 

@@ -28,6 +28,8 @@ if _typing.TYPE_CHECKING:
     from ._keys import KeyPool as KeyPool
     from ._limiter import BucketStatistics as BucketStatistics
     from ._limiter import TokenBucket as TokenBucket
+    from ._metrics import PrometheusConsumer as PrometheusConsumer
+    from ._metrics import serve_metrics as serve_metrics
     from ._models import ErrorInfo as ErrorInfo
     from ._models import ErrorKind as ErrorKind
     from ._models import Request as Request
@@ -48,6 +50,7 @@ if _typing.TYPE_CHECKING:
     from ._store import MemoryStore as MemoryStore
     from ._store import RedisStore as RedisStore
     from ._tokens import CharEstimator as CharEstimator
+    from ._tracing import OtelConsumer as OtelConsumer
 
 #: Where each public name lives.
 _SOURCES: dict[str, str] = {
@@ -68,6 +71,8 @@ _SOURCES: dict[str, str] = {
     "KeyStatistics": "._scheduler",
     "BucketStatistics": "._limiter",
     "TokenBucket": "._limiter",
+    "PrometheusConsumer": "._metrics",
+    "serve_metrics": "._metrics",
     "ErrorInfo": "._models",
     "ErrorKind": "._models",
     "Request": "._models",
@@ -87,6 +92,7 @@ _SOURCES: dict[str, str] = {
     "MemoryStore": "._store",
     "RedisStore": "._store",
     "CharEstimator": "._tokens",
+    "OtelConsumer": "._tracing",
 }
 
 __all__ = [
@@ -113,7 +119,9 @@ __all__ = [
     "ModelPrice",
     "OpenAICompatible",
     "OpenAIResponses",
+    "OtelConsumer",
     "PriceTable",
+    "PrometheusConsumer",
     "Provider",
     "ProviderError",
     "RedisStore",
@@ -126,6 +134,7 @@ __all__ = [
     "TokenBucket",
     "TrioLLMError",
     "Usage",
+    "serve_metrics",
 ]
 
 

@@ -305,6 +305,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         action="store_true",
         help="cache requests that sample too (temperature > 0 or unset)",
     )
+    run.add_argument(
+        "--metrics-port",
+        default=None,
+        type=_metrics_address,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics while the run lasts "
+        "(every interface unless HOST is given; 0 picks a free port; needs trio-llm[metrics])",
+    )
 
     mock = commands.add_parser(
         "mock-server",
@@ -328,6 +336,35 @@ def _at_least(low: int, flag: str) -> Callable[[str], int]:
         return value
 
     return convert
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    """``--metrics-port``: ``PORT`` or ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not (port.isdigit() and 0 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"must be a port 0-65535 or HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _start_metrics(address: tuple[str, int], consumer: Any) -> str:
+    """Serve ``consumer``'s registry; the URL, or ``ConfigurationError`` in one line."""
+    from ._errors import ConfigurationError
+    from ._metrics import serve_metrics
+
+    host, port = address
+    try:
+        bound_host, bound_port = serve_metrics(port, host, registry=consumer.registry)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the port is in use (another program is listening there); pick another"
+        raise ConfigurationError(
+            f"--metrics-port {host + ':' if host else ''}{port}: cannot listen: {reason}"
+        ) from None
+    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "::") else bound_host  # noqa: S104
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{bound_port}/metrics"
 
 
 def _non_negative(flag: str) -> Callable[[str], float]:
@@ -816,6 +853,16 @@ def _run(args: argparse.Namespace) -> int:
     log_file = None if not options["log_json"] else _open_log(options["log_json"])
     if log_file is not None:
         consumers.append(_json_log(log_file))
+    metrics = None
+    if args.metrics_port is not None:
+        try:
+            from ._metrics import PrometheusConsumer
+        except ImportError:
+            raise ConfigurationError(
+                "--metrics-port needs prometheus-client\nHINT: pip install 'trio-llm[metrics]'"
+            ) from None
+        metrics = PrometheusConsumer()
+        consumers.append(metrics)
     api = _input_api(str(args.input))
     routes = _routes(options, args.fallback_model or [], keys, api)
     cache = None
@@ -844,6 +891,8 @@ def _run(args: argparse.Namespace) -> int:
             prices=prices,
             cache=cache,
         )
+        if metrics is not None:
+            console.print(f"metrics on {_start_metrics(args.metrics_port, metrics)}")
     except BaseException:
         if log_file is not None:
             log_file.close()

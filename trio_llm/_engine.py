@@ -16,6 +16,7 @@ run (``trio_llm._run``); each attempt of each item is ``trio_llm._attempt``.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal, TypeAlias, final
@@ -223,6 +224,12 @@ class Engine:
         self.cache = cache
         self._cache_session: CacheSession | None = None
         self.events = EventHub(tuple(consumers))
+        # OpenTelemetry spans are on once the application configured a tracer provider.
+        # An OtelConsumer given exists only if its module was imported: no import to check.
+        tracing = sys.modules.get(f"{__package__}._tracing")
+        self._traced = tracing is not None and any(
+            isinstance(c, tracing.OtelConsumer) for c in self.events.consumers
+        )
         self.breaker = breaker
         self._routes = tuple(routes)
         self._pools = tuple(route.pool() for route in self._routes)
@@ -332,6 +339,8 @@ class Engine:
                 "HINT: engine.complete(prompt, priority='interactive')"
             )
         urgent = priority == "interactive"
+        if not self._traced and "opentelemetry.trace" in sys.modules:
+            self._trace_if_configured()
         scheduler = self._scheduler_now()
         return RunParts(
             scheduler=scheduler,
@@ -355,6 +364,16 @@ class Engine:
             fallback_on=self.fallback_on,
             cache=self._cache_now(),
         )
+
+    def _trace_if_configured(self) -> None:
+        """Subscribe an ``OtelConsumer`` if the application has set a tracer provider (only
+        looked for once it imported opentelemetry: nothing is imported or done otherwise)."""
+        from ._tracing import OtelConsumer, configured_tracer_provider
+
+        provider = configured_tracer_provider()
+        if provider is not None:
+            self.events.subscribe(OtelConsumer(provider))
+            self._traced = True
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[HttpPool]:
@@ -479,6 +498,8 @@ class Engine:
                     tokens_left=None,
                     cooling_s=0.0,
                     dropped=None,
+                    provider=spec.provider.name,
+                    model=spec.model or spec.provider.model,
                 )
                 for spec in self._specs
                 for key in spec.keys

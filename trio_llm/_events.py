@@ -15,20 +15,24 @@ The catalogue (name: when; fields):
 =====================  ======================================================================
 ``run.started``        a map/stream/run_file begins; ``run_id``, ``total`` (or None), ``keys``
 ``run.finished``       it ended; ``run_id``, ``succeeded``, ``failed``, ``wall_s``, ``stopped``
-``request.sent``       an attempt leaves; ``index``, ``id``, ``attempt``, ``key_id``,
-                       ``est_tokens``, ``queued_s`` (its wait for a slot and a key),
-                       ``priority`` (``batch`` or ``interactive``)
-``request.succeeded``  a completion arrived; ``index``, ``id``, ``attempt``, ``key_id``,
-                       ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cost_usd``,
-                       ``ttft_s`` and ``output_tokens_per_s`` (streamed answers; else None)
-``request.retrying``   an attempt failed and will be retried; ``index``, ``id``, ``attempt``,
-                       ``kind``, ``status``, ``wait_s``, ``key_id``
+``request.sent``       an attempt leaves; ``run_id``, ``index``, ``id``, ``provider``,
+                       ``model``, ``attempt``, ``key_id``, ``est_tokens``, ``queued_s`` (its
+                       wait for a slot and a key), ``priority`` (``batch`` or ``interactive``)
+``request.succeeded``  a completion arrived; ``run_id``, ``index``, ``id``, ``provider``,
+                       ``model``, ``attempt``, ``key_id``, ``latency_s``, ``prompt_tokens``,
+                       ``completion_tokens``, ``cost_usd``, ``ttft_s`` and
+                       ``output_tokens_per_s`` (streamed answers; else None)
+``request.retrying``   an attempt failed and will be retried; ``run_id``, ``index``, ``id``,
+                       ``provider``, ``model``, ``attempt``, ``kind``, ``status``, ``wait_s``,
+                       ``key_id``
 ``request.cached``     an item was answered from the response cache (nothing sent);
-                       ``index``, ``id``, ``route``, ``model``
-``request.failed``     the item failed for good; ``index``, ``id``, ``attempts``, ``kind``,
-                       ``status``, ``message``
-``request.rerouted``   an item moved down a fallback chain; ``index``, ``id``, ``route`` (the
-                       one it left), ``to``, ``kind`` (why)
+                       ``run_id``, ``index``, ``id``, ``route``, ``model``
+``request.failed``     the item failed for good; ``run_id``, ``index``, ``id``, ``provider``
+                       and ``model`` (None if never sent), ``attempts``, ``kind``, ``status``,
+                       ``sent`` (whether ``status`` answers its last attempt, rather than
+                       repeating one already reported), ``message``
+``request.rerouted``   an item moved down a fallback chain; ``run_id``, ``index``, ``id``,
+                       ``route`` (the one it left), ``to``, ``kind`` (why)
 ``request.waiting``    a request must wait at least 5 s for its key (limits, a cooldown, a
                        request larger than the bucket); ``key_id``, ``wait_s``, ``est_tokens``
 ``key.cooling``        a key waits out a 429; ``key_id``, ``cooling_s``
@@ -44,7 +48,8 @@ The catalogue (name: when; fields):
                        ``succeeded``, ``failed``
 ``keys.updated``       every second of a run, and at its end: ``keys``, one dict per key
                        (``key_id``, ``in_flight``, ``rpm``, ``tpm``, ``requests_left``,
-                       ``tokens_left``, ``cooling_s``, ``dropped``) and ``in_flight`` (all)
+                       ``tokens_left``, ``cooling_s``, ``dropped``, ``down``, ``down_s``,
+                       ``provider``, ``model``) and ``in_flight`` (all)
 =====================  ======================================================================
 """
 
@@ -142,6 +147,11 @@ class EventHub:
     def unsubscribe(self, consumer: EventConsumer) -> None:
         """Remove a consumer added with ``subscribe``."""
         self._consumers.remove(consumer)
+
+    @property
+    def consumers(self) -> tuple[EventConsumer, ...]:
+        """The consumers now subscribed."""
+        return tuple(self._consumers)
 
     @property
     def listening(self) -> bool:

@@ -90,6 +90,7 @@ class _Progress:
     sent: int = 0
     first_sent: float | None = None
     key_id: str | None = None
+    provider: str = ""
     model: str = ""
     held_usd: float = 0.0
     route: str | None = None
@@ -323,6 +324,7 @@ class Run:
             progress.rerouted.append(f"{parts.routes[route]}: {outcome.kind.value}")
             parts.events.emit(
                 ev.REQUEST_REROUTED,
+                run_id=self.id,
                 index=index,
                 id=request.id,
                 route=parts.routes[route],
@@ -358,6 +360,7 @@ class Run:
             now = trio.current_time()
             progress.sent += 1
             progress.key_id = lease.key.fingerprint
+            progress.provider = lease.provider.name
             progress.model = lease.model
             progress.route_index = lease.route
             if len(parts.routes) > 1:
@@ -370,8 +373,11 @@ class Run:
             if parts.events.listening:
                 parts.events.emit(
                     ev.REQUEST_SENT,
+                    run_id=self.id,
                     index=index,
                     id=request.id,
+                    provider=progress.provider,
+                    model=progress.model,
                     attempt=progress.sent,
                     key_id=lease.key.fingerprint,
                     est_tokens=tokens,
@@ -427,8 +433,11 @@ class Run:
                     wait = policy.backoff(tries)
             parts.events.emit(
                 ev.REQUEST_RETRYING,
+                run_id=self.id,
                 index=index,
                 id=request.id,
+                provider=progress.provider,
+                model=progress.model,
                 attempt=progress.sent,
                 kind=outcome.kind.value,
                 status=outcome.status,
@@ -496,11 +505,15 @@ class Run:
         # Every failed Result has its event, so that displays and logs count what they see.
         self._parts.events.emit(
             ev.REQUEST_FAILED,
+            run_id=self.id,
             index=index,
             id=item_id,
+            provider=None if progress is None else progress.provider or None,
+            model=None if progress is None else progress.model or None,
             attempts=sent,
             kind=stopped.kind.value,
             status=None,
+            sent=False,
             message=stopped.message,
         )
         return Result(
@@ -543,8 +556,11 @@ class Run:
         if parts.events.listening:
             parts.events.emit(
                 ev.REQUEST_SUCCEEDED,
+                run_id=self.id,
                 index=index,
                 id=request.id,
+                provider=progress.provider,
+                model=progress.model,
                 attempt=progress.sent,
                 key_id=progress.key_id,
                 latency_s=latency,
@@ -576,7 +592,9 @@ class Run:
         assert parts.cache is not None
         model = parts.cache.model(route, request)
         label = parts.routes[route] if len(parts.routes) > 1 else None
-        parts.events.emit(ev.REQUEST_CACHED, index=index, id=request.id, route=label, model=model)
+        parts.events.emit(
+            ev.REQUEST_CACHED, run_id=self.id, index=index, id=request.id, route=label, model=model
+        )
         return Result(
             index=index,
             id=request.id,
@@ -597,11 +615,17 @@ class Run:
         error = outcome.error()
         self._parts.events.emit(
             ev.REQUEST_FAILED,
+            run_id=self.id,
             index=index,
             id=item_id,
+            provider=progress.provider or None,
+            model=progress.model or None,
             attempts=progress.sent,
             kind=error.kind.value,
             status=error.status,
+            # Whether ``status`` answered this item's last attempt (not a refusal before
+            # sending that repeats an earlier answer): counters of responses count it once.
+            sent=outcome.sent,
             message=error.message,
         )
         return Result(

@@ -79,6 +79,8 @@ class KeyStatistics:
         down: ``"endpoint"`` or ``"key"`` while a circuit breaker holds it back (the endpoint's
             or its own), ``"unreachable"`` for an endpoint that never answered, else ``None``.
         down_s: seconds until the breaker lets a probe through (0 while one is out).
+        provider / model: the endpoint the key serves (its provider's name) and the model whose
+            limits these are: one key on two routes of a fallback chain is two entries.
     """
 
     key_id: str
@@ -91,6 +93,8 @@ class KeyStatistics:
     dropped: str | None
     down: str | None = None
     down_s: float = 0.0
+    provider: str = ""
+    model: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -880,7 +884,9 @@ class Scheduler:
         now = trio.current_time()
         stats = []
         for slot in self._slots:
-            rates = slot.rates(slot.endpoint.provider.model)
+            # A route that overrides the model sends everything there: those are its limits.
+            model = slot.endpoint.model or slot.endpoint.provider.model
+            rates = slot.rates(model)
             rpm, tpm = rates.in_force()
             cooling = max((r.cooling_until for r in slot.models.values()), default=-math.inf)
             down, down_s = None, 0.0
@@ -902,6 +908,8 @@ class Scheduler:
                     dropped=None if slot.dropped is None else slot.dropped.message,
                     down=down,
                     down_s=down_s,
+                    provider=slot.endpoint.provider.name,
+                    model=model,
                 )
             )
         return tuple(stats)

@@ -147,9 +147,6 @@ class RunSummary:
         self._keys: tuple[dict[str, Any], ...] = ()
         self._dropped: list[str] = []
         self._stopped: str | None = None
-        # The 429 a retry event reported, per item, until the item's next event: a failure
-        # right after it with the same attempt number is that same response, not another.
-        self._last_429: dict[Any, int] = {}
         self._lines: collections.Counter[str] = collections.Counter()
         self._recorded: collections.Counter[str] | None = None
         self._streamed = 0
@@ -197,20 +194,19 @@ class RunSummary:
             if cost is not None:
                 self._cost += cost
                 self._priced = True
-            self._last_429.pop(event_dict.get("index"), None)
         elif name == ev.REQUEST_CACHED:
             self._succeeded += 1
             self._cached += 1
         elif name == ev.REQUEST_RETRYING:
             if event_dict.get("status") == 429:
                 self._rate_limited += 1
-                self._last_429[event_dict.get("index")] = event_dict.get("attempt") or 0
         elif name == ev.REQUEST_FAILED:
             kind = event_dict.get("kind", "unknown")
             self._failed[kind] += 1
             self._examples.setdefault(kind, str(event_dict.get("message") or ""))
-            seen = self._last_429.pop(event_dict.get("index"), None)
-            if event_dict.get("status") == 429 and seen != event_dict.get("attempts"):
+            # A failure not sent repeats an answer already reported (the key's 429 it gave up
+            # waiting out): one response, counted once.
+            if event_dict.get("status") == 429 and event_dict.get("sent"):
                 self._rate_limited += 1
         elif name == ev.REQUEST_WAITING:
             wait = float(event_dict.get("wait_s") or 0.0)
