@@ -37,6 +37,8 @@ if _typing.TYPE_CHECKING:
     from ._providers import Completion as Completion
     from ._providers import HttpRequest as HttpRequest
     from ._providers import OpenAICompatible as OpenAICompatible
+    from ._providers import OpenAIEmbeddings as OpenAIEmbeddings
+    from ._providers import PackLimits as PackLimits
     from ._providers import Provider as Provider
     from ._routes import Route as Route
     from ._scheduler import KeyStatistics as KeyStatistics
@@ -74,6 +76,8 @@ _SOURCES: dict[str, str] = {
     "Completion": "._providers",
     "HttpRequest": "._providers",
     "OpenAICompatible": "._providers",
+    "OpenAIEmbeddings": "._providers",
+    "PackLimits": "._providers",
     "Provider": "._providers",
     "Route": "._routes",
     "ApiKey": "._secrets",
@@ -104,6 +108,8 @@ __all__ = [
     "MemoryStore",
     "ModelPrice",
     "OpenAICompatible",
+    "OpenAIEmbeddings",
+    "PackLimits",
     "PriceTable",
     "Provider",
     "ProviderError",

@@ -309,18 +309,49 @@ def _json_log(file: TextIO) -> EventConsumer:
     return write
 
 
-def _routes(options: dict[str, Any], fallback_models: list[str], keys: KeyPool) -> list[Any]:
+def _input_api(path: str) -> str | None:
+    """Which API a file run speaks, from its first line (``embeddings``), ``None`` for chat
+    completions (or stdin, which cannot be peeked at)."""
+    from ._convert import input_endpoint
+
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as file:
+            for line in file:
+                if line.strip():
+                    return input_endpoint(line)
+    except OSError:
+        return None  # the run itself reports an unreadable file
+    return None
+
+
+def _provider(api: str | None, base_url: str, model: str) -> Any:
+    """The provider for the run's API: embeddings for embeddings lines (``--model`` is then
+    the embedding model, ``text-embedding-3-small`` by default), else chat completions."""
+    from ._convert import EMBEDDINGS_URL
+    from ._providers import OpenAICompatible, OpenAIEmbeddings
+
+    if api == EMBEDDINGS_URL:
+        if model == _RUN_OPTIONS["model"][1]:  # the chat default: not an embedding model
+            model = "text-embedding-3-small"
+        return OpenAIEmbeddings(base_url=base_url, model=model)
+    return OpenAICompatible(base_url=base_url, model=model)
+
+
+def _routes(
+    options: dict[str, Any], fallback_models: list[str], keys: KeyPool, api: str | None = None
+) -> list[Any]:
     """The fallback chain of a run: ``--model`` then each ``--fallback-model`` on the same
     endpoint and keys, or the ``[[routes]]`` of the config file (each its own endpoint)."""
     from ._config import Limits
     from ._keys import KeyPool as Pool
-    from ._providers import OpenAICompatible
     from ._routes import Route
 
     if options.get("routes"):
         chain = []
         for table in options["routes"]:
-            provider = OpenAICompatible(base_url=table["base_url"], model=table["model"])
+            provider = _provider(api, table["base_url"], table["model"])
             route_keys = Pool.from_env(table["keys_env"]) if "keys_env" in table else keys
             limits = Limits(rpm=table.get("rpm"), tpm=table.get("tpm"))
             name = table.get("name") or table["model"]
@@ -328,7 +359,7 @@ def _routes(options: dict[str, Any], fallback_models: list[str], keys: KeyPool) 
         return chain
     if not fallback_models:
         return []
-    provider = OpenAICompatible(base_url=options["base_url"], model=options["model"])
+    provider = _provider(api, options["base_url"], options["model"])
     models = [options["model"], *fallback_models]
     return [Route(provider=provider, keys=keys, model=model, name=model) for model in models]
 
@@ -683,7 +714,6 @@ def _run(args: argparse.Namespace) -> int:
     from ._engine import Engine
     from ._pricing import PriceTable
     from ._progress import Progress, render_summary_table
-    from ._providers import OpenAICompatible
     from ._sinks import run_file
     from ._summary import RunSummary
 
@@ -694,12 +724,11 @@ def _run(args: argparse.Namespace) -> int:
     log_file = None if not options["log_json"] else _open_log(options["log_json"])
     if log_file is not None:
         consumers.append(_json_log(log_file))
-    routes = _routes(options, args.fallback_model or [], keys)
+    api = _input_api(str(args.input))
+    routes = _routes(options, args.fallback_model or [], keys, api)
     try:
         engine = Engine(
-            provider=None
-            if routes
-            else OpenAICompatible(base_url=options["base_url"], model=options["model"]),
+            provider=None if routes else _provider(api, options["base_url"], options["model"]),
             keys=None if routes else keys,
             routes=routes or None,
             fallback_on=True if routes else None,

@@ -6,6 +6,9 @@ Input lines come in two shapes:
   other field (``max_tokens``, ``temperature``...) passes into the request body;
 * OpenAI Batch API: ``{"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
   "body": {...}}``.
+* embeddings: ``{"id": "e1", "input": "text"}`` or a Batch API line with ``"url":
+  "/v1/embeddings"``; the output line has ``"embedding": [...]`` where a chat line has
+  ``content`` (Batch API output: the embeddings response body for that one input).
 
 Output lines carry the same id, with its JSON type (``1`` stays ``1``; ``1`` and ``"1"`` are
 different ids): ``{"id", "content", "finish_reason", "usage", "cost_usd"}`` or
@@ -41,6 +44,7 @@ __all__ = [
     "converter",
     "failure_kind",
     "id_key",
+    "input_endpoint",
     "input_hash",
     "invalid_output_line",
     "is_done",
@@ -116,6 +120,13 @@ class _BatchLine:
     body: _BatchBody
 
 
+@attrs.frozen(kw_only=True)
+class _EmbeddingsLine:
+    method: str = "POST"
+    url: str
+    body: dict[str, Any]
+
+
 class LineError(InputError):
     """An input line that cannot become a request, with what its output line needs.
 
@@ -175,6 +186,8 @@ def input_hash(request: Request) -> str:
 
     A prompt line and the messages line it stands for hash the same.
     """
+    if request.is_embedding:
+        return _body_hash(dict(request.params))
     return _body_hash({**request.params, "messages": list(request.messages)})
 
 
@@ -183,6 +196,8 @@ def line_hash(data: Mapping[str, Any]) -> str | None:
     quick path of resume's look-ahead); ``None`` for a line that is not a request."""
     if "custom_id" in data:
         body = data.get("body")
+        if isinstance(body, Mapping) and "messages" not in body and "input" in body:
+            return _body_hash({k: v for k, v in body.items() if k != "id"})  # embeddings
         if not isinstance(body, Mapping) or "messages" not in body:
             return None
         return _body_hash({k: v for k, v in body.items() if k != "id"})
@@ -192,6 +207,8 @@ def line_hash(data: Mapping[str, Any]) -> str | None:
         body = {k: v for k, v in data.items() if k not in ("id", "prompt")}
         body["messages"] = [{"role": "user", "content": data["prompt"]}]
         return _body_hash(body)
+    if "input" in data:  # embeddings
+        return _body_hash({k: v for k, v in data.items() if k != "id"})
     return None
 
 
@@ -268,20 +285,30 @@ def _parse_batch_line(data: Mapping[str, Any], *, source: str, line: int) -> Inp
         raise fail("custom_id must be a non-empty string", "$.custom_id")
     if "body" not in data:
         raise fail("field missing", "$.body")
+    url = data.get("url")
+    embeds = isinstance(url, str) and url.rstrip("/").endswith(EMBEDDINGS_URL)
     try:
-        batch = converter.structure(data, _BatchLine)
+        # An embeddings body has an input, not messages: the coercion checks it.
+        batch: _BatchLine | _EmbeddingsLine = (
+            converter.structure(data, _EmbeddingsLine)
+            if embeds
+            else converter.structure(data, _BatchLine)
+        )
     except cattrs.BaseValidationError as exc:
         problems = cattrs.transform_error(exc, path="$")
         raise fail("; ".join(problems)) from None
-    if batch.method.upper() != "POST" or not batch.url.rstrip("/").endswith("chat/completions"):
+    url = batch.url.rstrip("/")
+    if batch.method.upper() != "POST" or not url.endswith(("chat/completions", EMBEDDINGS_URL)):
         raise fail(
             f"{batch.method} {batch.url} is not an endpoint trio-llm serves: "
-            "Batch API lines must be POST /v1/chat/completions",
+            "Batch API lines must be POST /v1/chat/completions or /v1/embeddings",
             "$.url",
         )
     body = data["body"]
     if not isinstance(body, Mapping):
         raise fail("body must be an object", "$.body")
+    if embeds and "input" not in body:
+        raise fail("field missing (an embeddings body has an input)", "$.body.input")
     try:
         request = to_request(body, source=source, line=line)
     except InputError as exc:
@@ -339,7 +366,11 @@ def output_line(
         )
         return line
     line["id"] = item_id
-    if result.ok:
+    if result.ok and result.embedding is not None:
+        line["embedding"] = list(result.embedding)
+        line["usage"] = None if result.usage is None else converter.unstructure(result.usage)
+        line["cost_usd"] = result.cost_usd
+    elif result.ok:
         line["content"] = result.text
         line["finish_reason"] = result.finish_reason
         line["usage"] = None if result.usage is None else converter.unstructure(result.usage)
@@ -389,6 +420,14 @@ def invalid_output_line(error: InputError, *, line: int, hash: str) -> dict[str,
 
 
 def _synthetic_body(result: Result) -> dict[str, Any]:
+    if result.embedding is not None:
+        used = 0 if result.usage is None else result.usage.prompt_tokens
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": list(result.embedding)}],
+            "model": result.model,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+        }
     return {
         "object": "chat.completion",
         "choices": [
@@ -400,6 +439,27 @@ def _synthetic_body(result: Result) -> dict[str, Any]:
         ],
         "usage": None if result.usage is None else converter.unstructure(result.usage),
     }
+
+
+#: The embeddings endpoint, by how its Batch API url ends.
+EMBEDDINGS_URL: Final = "embeddings"
+
+
+def input_endpoint(first_line: bytes) -> str | None:
+    """``EMBEDDINGS_URL`` when a file's first line asks for embeddings (a Batch API line with
+    that url, or a simple line with an ``input``), else ``None``: a file run speaks one API."""
+    try:
+        data = json.loads(first_line.lstrip(_UTF8_BOM))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, Mapping):
+        return None
+    if "custom_id" in data:
+        url = data.get("url")
+        embeds = isinstance(url, str) and url.rstrip("/").endswith(EMBEDDINGS_URL)
+        return EMBEDDINGS_URL if embeds else None
+    embeds = "input" in data and "messages" not in data and "prompt" not in data
+    return EMBEDDINGS_URL if embeds else None
 
 
 def is_done(line: Mapping[str, Any]) -> bool:

@@ -16,9 +16,9 @@ run (``trio_llm._run``); each attempt of each item is ``trio_llm._attempt``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Literal, TypeAlias, final
+from typing import Any, Literal, TypeAlias, final
 
 import attrs
 import httpx
@@ -32,10 +32,10 @@ from ._errors import ConfigurationError, SourceError
 from ._events import EventConsumer, EventHub
 from ._http import HttpPool
 from ._keys import KeyPool
-from ._models import Prompt, Result, to_request
+from ._models import Prompt, Request, Result, to_request
 from ._policy import ErrorKind
 from ._pricing import PriceTable
-from ._providers import Provider
+from ._providers import PackLimits, Provider
 from ._routes import Route
 from ._run import Item, Run, RunParts, Source
 from ._scheduler import EndpointSpec, KeyStatistics, Scheduler
@@ -220,6 +220,7 @@ class Engine:
         self._transport = transport
         self._http2 = http2
         self._estimator: Estimator = estimator or CharEstimator()
+        self._packing = _packing(self._specs)
         # Shared by every caller. Interactive calls have slots of their own, so that they
         # never wait for a slot held by a background batch (which may hold all of its own).
         self._limiter = trio.CapacityLimiter(concurrency)
@@ -316,6 +317,7 @@ class Engine:
             keys=sum(len(spec.keys) for spec in self._specs),
             routes=tuple(route.label for route in self._routes),
             fallback_on=self.fallback_on,
+            packing=self._packing,
         )
 
     @contextlib.asynccontextmanager
@@ -397,6 +399,35 @@ class Engine:
         check_run_options(self, deadline, budget_usd)
         return ResultStream(
             self, prompts, deadline=deadline, budget_usd=budget_usd, priority=priority
+        )
+
+    async def embed(
+        self,
+        texts: Iterable[str],
+        *,
+        deadline: float | None = None,
+        budget_usd: float | None = None,
+        **params: Any,
+    ) -> list[Result]:
+        """Embed every text; one ``Result`` per text, in input order, with its
+        ``Result.embedding``.
+
+        The same as ``map`` of ``{"input": text, **params}`` items: an engine whose provider is
+        ``OpenAIEmbeddings`` packs them into as few requests as its limits allow (inputs and
+        tokens per request). ``params`` go into every request (``model``, ``dimensions``...).
+
+        Raises:
+            ConfigurationError: the engine's provider does not serve embeddings.
+        """
+        if self._packing is None:
+            raise ConfigurationError(
+                "engine.embed() needs an embeddings provider\nHINT: Engine(provider=trio_llm."
+                "OpenAIEmbeddings(base_url=..., model='text-embedding-3-small'), keys=[...])"
+            )
+        _check_source(texts, "embed")
+        requests = (Request.from_input(text, **params) for text in texts)
+        return await self.map(
+            _Sized(requests, _length(texts)), deadline=deadline, budget_usd=budget_usd
         )
 
     async def complete(self, prompt: Prompt, *, priority: Priority = "interactive") -> Result:
@@ -598,6 +629,42 @@ def _check_trio(call: str) -> None:
             "HINT: trio.run(engine.map, prompts), or `await engine.map(prompts)` inside "
             "trio.run(main)"
         )
+
+
+@final
+class _Sized:
+    """An iterable that knows its length (so a run of ``embed`` reports a total)."""
+
+    def __init__(self, items: Iterable[Request], length: int | None) -> None:
+        self._items = items
+        self._length = length
+
+    def __iter__(self) -> Iterator[Request]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("unknown length")
+        return self._length
+
+
+def _packing(specs: Sequence[EndpointSpec]) -> PackLimits | None:
+    """How an engine packs inputs: the strictest of its routes' ``PackLimits``, with a route's
+    tokens per minute as a cap on tokens per request (a larger request is never sent)."""
+    limits = [getattr(spec.provider, "packing", None) for spec in specs]
+    if all(not isinstance(limit, PackLimits) for limit in limits):
+        return None
+    if not all(isinstance(limit, PackLimits) for limit in limits):
+        raise ConfigurationError(
+            "an engine's routes must all serve embeddings, or none\n"
+            "HINT: one Engine for embeddings (OpenAIEmbeddings routes), another for chat"
+        )
+    packs = [limit for limit in limits if isinstance(limit, PackLimits)]
+    tokens = min(limit.max_tokens for limit in packs)
+    for spec in specs:
+        if spec.limits.tpm is not None:
+            tokens = min(tokens, max(1, int(spec.limits.tpm)))
+    return PackLimits(max_inputs=min(limit.max_inputs for limit in packs), max_tokens=tokens)
 
 
 def _length(source: Source) -> int | None:

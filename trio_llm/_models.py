@@ -128,9 +128,26 @@ class Request:
         value = self.params.get("max_completion_tokens", self.params.get("max_tokens"))
         return value if isinstance(value, int) else None
 
+    # --- embeddings (issue 11): a request with an ``input`` and no messages ---------------
+    @classmethod
+    def from_input(cls, text: str, *, id: str | None = None, **params: Any) -> Request:
+        """One input to embed (``/v1/embeddings``); the engine packs many into one request."""
+        return cls(messages=(), params={**params, "input": text}, id=id)
+
+    @property
+    def is_embedding(self) -> bool:
+        """Whether this is an embeddings request: an ``input`` and no messages."""
+        return not self.messages and "input" in self.params
+
     def prompt_text(self) -> str:
-        """All message text joined; what token estimators and the mock server read."""
+        """All message text joined (an embedding's input text); what token estimators and the
+        mock server read."""
         parts: list[str] = []
+        if self.is_embedding:
+            value = self.params["input"]
+            texts = [value] if isinstance(value, str) else value
+            if isinstance(texts, list):
+                parts.extend(t for t in texts if isinstance(t, str))
         for message in self.messages:
             content = message.get("content")
             if isinstance(content, str):
@@ -162,6 +179,7 @@ class Result:
         route: the route that answered (or was tried last), when the engine has routes.
         model: the model that answered (or was tried last).
         rerouted: each move down a fallback chain, as ``"route: kind"`` (why it moved).
+        embedding: for an embeddings request, the input's vector (sent packed with others).
     """
 
     index: int
@@ -179,6 +197,8 @@ class Result:
     route: str | None = None
     model: str | None = None
     rerouted: tuple[str, ...] = ()
+    # Embeddings (issue 11): the input's vector, for an embeddings request.
+    embedding: Sequence[float] | None = attrs.field(default=None, repr=False)
 
 
 #: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a
@@ -227,7 +247,39 @@ def _request_from_mapping(item: Mapping[str, Any], *, source: str, line: int | N
             raise InputError("prompt must be a string", source=source, line=line, field="$.prompt")
         params = {k: v for k, v in item.items() if k not in ("id", "prompt")}
         return Request.from_prompt(prompt, id=item_id, **params)
-    raise InputError("needs a prompt or messages", source=source, line=line, field="$.prompt")
+    if "input" in item:
+        return _embedding_request(item, item_id, source=source, line=line)
+    raise InputError(
+        "needs a prompt, messages or an input (embeddings)",
+        source=source,
+        line=line,
+        field="$.prompt",
+    )
+
+
+def _embedding_request(
+    item: Mapping[str, Any], item_id: str | None, *, source: str, line: int | None
+) -> Request:
+    """``{"input": "text", ...}``: one input to embed. One input per item, so that each gets
+    its Result; a list of token ids is one input, a list of strings is refused (the engine
+    packs items itself)."""
+    value = item["input"]
+    one_text = isinstance(value, str) and value != ""
+    tokens = (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    )
+    if not (one_text or tokens):
+        raise InputError(
+            "input must be one non-empty string (or a list of token ids): one input per item; "
+            "trio-llm packs many items into each request",
+            source=source,
+            line=line,
+            field="$.input",
+        )
+    params = {k: v for k, v in item.items() if k not in ("id", "custom_id")}
+    return Request(messages=(), params=params, id=item_id)
 
 
 def _is_id(value: object) -> bool:

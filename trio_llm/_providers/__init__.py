@@ -2,6 +2,7 @@
 
 from ._anthropic import AnthropicMessages
 from ._base import Completion, HttpRequest, Provider, error_from_response
+from ._embeddings import OpenAIEmbeddings, PackLimits
 from ._openai import OpenAICompatible
 
 __all__ = [
@@ -9,6 +10,8 @@ __all__ = [
     "Completion",
     "HttpRequest",
     "OpenAICompatible",
+    "OpenAIEmbeddings",
+    "PackLimits",
     "Provider",
     "error_from_response",
 ]

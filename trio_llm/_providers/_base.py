@@ -8,7 +8,7 @@ into a ``Completion`` — or raises ``ProviderError`` with the kind from the one
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -86,6 +86,8 @@ class Completion:
     usage: Usage | None
     request_id: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    # Embeddings (issue 11): one vector per input sent, in the order sent.
+    embeddings: tuple[Sequence[float], ...] | None = attrs.field(default=None, repr=False)
 
 
 @runtime_checkable

@@ -242,6 +242,10 @@ class MockServerConfig:
             balance is too low".
         unknown_key_error: how a key not in ``keys`` is refused: ``"openai"`` (401
             ``invalid_api_key``) or ``"litellm"`` (400 ``no_db_connection``).
+        embedding_model: the model of ``/v1/embeddings`` when a request names none.
+        model_rpm / model_tpm: per-model limits, per key, as providers enforce them: a model
+            named here has buckets of its own on every key (and its own headers); other models
+            share the key's ``rpm`` / ``tpm``.
     """
 
     model: str = "mock-gpt"
@@ -273,6 +277,10 @@ class MockServerConfig:
     unknown_key_error: UnknownKeyError = attrs.field(
         default="openai", validator=v.in_(get_args(UnknownKeyError))
     )
+    # Issue 11: embeddings and per-model limits.
+    embedding_model: str = "text-embedding-3-small"
+    model_rpm: Mapping[str, int] = attrs.field(factory=dict, converter=dict)
+    model_tpm: Mapping[str, int] = attrs.field(factory=dict, converter=dict)
 
     @property
     def limited(self) -> bool:
@@ -285,11 +293,21 @@ class MockServerConfig:
             or self.rpd is not None
             or self.itpm is not None
             or self.otpm is not None
+            or bool(self.model_rpm)
+            or bool(self.model_tpm)
         )
 
-    def limits_of(self, key: str) -> tuple[int | None, int | None]:
-        """The (rpm, tpm) of one key: its override, else the default."""
-        return self.key_rpm.get(key, self.rpm), self.key_tpm.get(key, self.tpm)
+    def limits_of(self, key: str, model: str | None = None) -> tuple[int | None, int | None]:
+        """The (rpm, tpm) of one key (for ``model``, if it has limits of its own): its
+        override, else the default."""
+        rpm, tpm = self.key_rpm.get(key, self.rpm), self.key_tpm.get(key, self.tpm)
+        if model is not None and self.has_own_limits(model):
+            rpm, tpm = self.model_rpm.get(model, rpm), self.model_tpm.get(model, tpm)
+        return rpm, tpm
+
+    def has_own_limits(self, model: str) -> bool:
+        """Whether ``model`` has buckets of its own on each key."""
+        return model in self.model_rpm or model in self.model_tpm
 
     def to_json(self) -> str:
         """Serialize to JSON (how :class:`MockServerProcess` hands the config to its child)."""

@@ -7,6 +7,7 @@ behind ``httpx.ASGITransport`` with no socket at all.
 Routes:
 
 - ``POST /v1/chat/completions`` (and ``/chat/completions``): JSON or SSE (``"stream": true``).
+- ``POST /v1/embeddings`` (and ``/embeddings``): deterministic vectors (``_mock_embeddings``).
 - ``POST /v1/messages`` (and ``/messages``): Anthropic's Messages API, JSON only, with
   Anthropic's error shapes and (by default) its ``anthropic-ratelimit-*`` headers.
 - ``GET /v1/models``: the configured model.
@@ -38,6 +39,7 @@ import anyio
 from . import _mock_shapes as shapes
 from ._mock_config import FAULT_KINDS, FaultKind, MockServerConfig
 from ._mock_content import count_tokens, mock_reply, prompt_digest, truncate_to_tokens
+from ._mock_embeddings import handle_embeddings
 from ._mock_headers import Api, limit_headers, resolve_dialect, retry_headers
 from ._mock_limits import Admission, KeyLimits, LimitName
 from ._mock_stats import MockStats, StatsCounter, key_fingerprint
@@ -328,6 +330,9 @@ class MockApp:
         path = scope["path"].rstrip("/")
         method = scope["method"]
         api: Api | None = None
+        if path in ("/v1/embeddings", "/embeddings") and method == "POST":
+            await handle_embeddings(self, scope, receive, send)
+            return
         if path in ("/v1/chat/completions", "/chat/completions"):
             api = "openai"
         elif path in ("/v1/messages", "/messages"):
@@ -385,11 +390,12 @@ class MockApp:
                 chat = _Chat(json.loads(raw), self.config.model, api)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 raise _bad_request(f"The body is not valid JSON: {exc}") from None
+            stats.by_model[chat.model] = stats.by_model.get(chat.model, 0) + 1
             fault = self._directive_fault(chat)
             assert key is not None  # _authenticate refused a missing key
             self._check_outage(chat, rid)
             if self.config.limited:
-                limits = self._limits_for(key, anyio.current_time())
+                limits = self._limits_for(key, anyio.current_time(), chat.model)
                 admission = limits.admit(chat.costs(), anyio.current_time())
                 if admission.limited_by is not None and self.config.hold_s > 0:
                     admission = await self._hold(limits, chat, admission)
@@ -532,11 +538,14 @@ class MockApp:
             )  # fmt: skip
             raise _HTTPError(429, body, native=True)
 
-    def _limits_for(self, key: str, now: float) -> KeyLimits:
-        limits = self._limits.get(key)
+    def _limits_for(self, key: str, now: float, model: str | None = None) -> KeyLimits:
+        # A model with limits of its own has buckets of its own on the key (issue 11).
+        own = model is not None and self.config.has_own_limits(model)
+        slot = f"{key}\0{model}" if own else key
+        limits = self._limits.get(slot)
         if limits is None:
             config = self.config
-            rpm, tpm = config.limits_of(key)
+            rpm, tpm = config.limits_of(key, model)
             limits = KeyLimits(
                 {
                     "requests": rpm,
@@ -551,7 +560,7 @@ class MockApp:
                 wall_offset=self._wall() - now,
                 exhausted=config.start_exhausted,
             )
-            self._limits[key] = limits
+            self._limits[slot] = limits
         return limits
 
     async def _hold(self, limits: KeyLimits, chat: _Chat, admission: Admission) -> Admission:

@@ -39,6 +39,8 @@ class MockStats:
         in_flight: chat completion requests being handled now.
         max_in_flight: the most handled at once.
         held: over-limit requests held back (``hold_s``) rather than refused at once.
+        embedded_inputs: inputs answered with a vector by ``/v1/embeddings``.
+        by_model: requests by the model they named.
     """
 
     total_requests: int = 0
@@ -51,6 +53,8 @@ class MockStats:
     in_flight: int = 0
     max_in_flight: int = 0
     held: int = 0
+    embedded_inputs: int = 0
+    by_model: Mapping[str, int] = attrs.field(factory=dict)
 
     def to_json(self) -> str:
         """Return the JSON served by ``GET /stats`` (status codes become string keys)."""
@@ -84,6 +88,8 @@ class StatsCounter:
         self.tokens_charged = 0
         self.max_in_flight = self.in_flight
         self.held = 0
+        self.embedded_inputs = 0
+        self.by_model: dict[str, int] = {}
         # 8 bytes of each succeeded prompt's sha256: a million prompts cost ~100 MB, not ~300.
         self.succeeded_prompts: set[int] = set()
 
@@ -100,4 +106,6 @@ class StatsCounter:
             in_flight=self.in_flight,
             max_in_flight=self.max_in_flight,
             held=self.held,
+            embedded_inputs=self.embedded_inputs,
+            by_model=dict(self.by_model),
         )
