@@ -70,3 +70,24 @@ def test_batch_api_embedding_lines_get_batch_output(
     assert again.returncode == 0, again.stderr
     assert "20 already done" in again.stderr
     assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+
+
+def test_tool_calls_are_kept_in_simple_output(mock: MockServerProcess, tmp_path: Path) -> None:
+    """A line offering tools gets its tool calls and finish_reason in the output line."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        },
+    }
+    items = [{"id": "t", "prompt": f"look it up {tmp_path.name}", "tools": [tool]}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [line] = read_jsonl(tmp_path / "out.jsonl")
+    assert line["finish_reason"] == "tool_calls"
+    [call] = line["tool_calls"]
+    assert call["name"] == "lookup"
+    assert set(json.loads(call["arguments"])) == {"q"}
+    assert call["id"].startswith("call_")

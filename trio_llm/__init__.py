@@ -30,6 +30,7 @@ if _typing.TYPE_CHECKING:
     from ._models import ErrorKind as ErrorKind
     from ._models import Request as Request
     from ._models import Result as Result
+    from ._models import ToolCall as ToolCall
     from ._models import Usage as Usage
     from ._pricing import ModelPrice as ModelPrice
     from ._pricing import PriceTable as PriceTable
@@ -69,6 +70,7 @@ _SOURCES: dict[str, str] = {
     "ErrorKind": "._models",
     "Request": "._models",
     "Result": "._models",
+    "ToolCall": "._models",
     "Usage": "._models",
     "ModelPrice": "._pricing",
     "PriceTable": "._pricing",
@@ -121,6 +123,7 @@ __all__ = [
     "Route",
     "SourceError",
     "TokenBucket",
+    "ToolCall",
     "TrioLLMError",
     "Usage",
 ]

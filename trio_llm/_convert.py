@@ -373,6 +373,8 @@ def output_line(
     elif result.ok:
         line["content"] = result.text
         line["finish_reason"] = result.finish_reason
+        if result.tool_calls:
+            line["tool_calls"] = [converter.unstructure(call) for call in result.tool_calls]
         line["usage"] = None if result.usage is None else converter.unstructure(result.usage)
         line["cost_usd"] = result.cost_usd
     else:
@@ -433,7 +435,7 @@ def _synthetic_body(result: Result) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text},
+                "message": {"role": "assistant", "content": result.text} | _synthetic_calls(result),
                 "finish_reason": result.finish_reason,
             }
         ],
@@ -460,6 +462,16 @@ def input_endpoint(first_line: bytes) -> str | None:
         return EMBEDDINGS_URL if embeds else None
     embeds = "input" in data and "messages" not in data and "prompt" not in data
     return EMBEDDINGS_URL if embeds else None
+
+
+def _synthetic_calls(result: Result) -> dict[str, Any]:
+    if not result.tool_calls:
+        return {}
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in result.tool_calls
+    ]
+    return {"tool_calls": calls}
 
 
 def is_done(line: Mapping[str, Any]) -> bool:

@@ -41,6 +41,7 @@ from ._run import Item, Run, RunParts, Source
 from ._scheduler import EndpointSpec, KeyStatistics, Scheduler
 from ._secrets import ApiKey
 from ._store import LimitsStore
+from ._structured import OutputSchema
 from ._tokens import CharEstimator, Estimator
 
 __all__ = ["DEFAULT_FALLBACK_ON", "Engine", "EngineStatistics", "Priority", "ResultStream"]
@@ -336,6 +337,7 @@ class Engine:
         deadline: float | None = None,
         budget_usd: float | None = None,
         priority: Priority = "batch",
+        schema: object = None,
     ) -> list[Result]:
         """Send every prompt; return one ``Result`` per prompt, in input order.
 
@@ -350,6 +352,12 @@ class Engine:
                 cost would exceed this; unsent items are failed results of kind ``budget``.
             priority: ``"batch"``, or ``"interactive"`` to go ahead of batches sharing the
                 keys (the batch keeps a fifth of the grants).
+            schema: what every answer must be: a pydantic model, an attrs class or a JSON
+                schema dict. Sent as ``response_format`` (unless a request has its own) and
+                checked on the way back: ``Result.parsed`` holds the value; an answer that
+                does not parse or validate is asked again, up to
+                ``RetryPolicy.invalid_output_attempts``, then fails as ``invalid_output``.
+                A request's own ``response_format`` JSON schema is checked too.
 
         Raises:
             ConfigurationError: misuse (a single string instead of a list, a bad deadline).
@@ -371,6 +379,7 @@ class Engine:
                 _length(prompts),
                 deadline=deadline,
                 budget_usd=budget_usd,
+                schema=None if schema is None else OutputSchema.of(schema),
             )
             await run.execute(prompts, deliver)
         complete = [r for r in results if r is not None]
@@ -386,6 +395,7 @@ class Engine:
         deadline: float | None = None,
         budget_usd: float | None = None,
         priority: Priority = "batch",
+        schema: object = None,
     ) -> ResultStream:
         """Results in completion order (``deadline`` and ``budget_usd`` as in ``map``).
 
@@ -398,7 +408,12 @@ class Engine:
         _check_source(prompts, "stream")
         check_run_options(self, deadline, budget_usd)
         return ResultStream(
-            self, prompts, deadline=deadline, budget_usd=budget_usd, priority=priority
+            self,
+            prompts,
+            deadline=deadline,
+            budget_usd=budget_usd,
+            priority=priority,
+            schema=None if schema is None else OutputSchema.of(schema),
         )
 
     async def embed(
@@ -430,7 +445,9 @@ class Engine:
             _Sized(requests, _length(texts)), deadline=deadline, budget_usd=budget_usd
         )
 
-    async def complete(self, prompt: Prompt, *, priority: Priority = "interactive") -> Result:
+    async def complete(
+        self, prompt: Prompt, *, priority: Priority = "interactive", schema: object = None
+    ) -> Result:
         """Send one request (with retries) and return its result: for a service's handlers.
 
         It is interactive by default: it goes ahead of batches running on the same engine
@@ -439,7 +456,9 @@ class Engine:
         _check_trio("engine.complete")
         request = to_request(prompt)
         async with self._session() as http:
-            return await Run(self._parts(http, priority), 1).process(Item(0, request))
+            output = None if schema is None else OutputSchema.of(schema)
+            run = Run(self._parts(http, priority), 1, schema=output)
+            return await run.process(Item(0, request))
 
     # --- reading -------------------------------------------------------------------------
     def statistics(self) -> EngineStatistics:
@@ -490,9 +509,11 @@ class ResultStream:
         deadline: float | None,
         budget_usd: float | None,
         priority: Priority = "batch",
+        schema: OutputSchema | None = None,
     ) -> None:
         self._engine = engine
         self._priority = priority
+        self._schema = schema
         self._prompts = prompts
         self._deadline = deadline
         self._budget = budget_usd
@@ -507,6 +528,7 @@ class ResultStream:
             _length(self._prompts),
             deadline=self._deadline,
             budget_usd=self._budget,
+            schema=self._schema,
         )
         send, receive = trio.open_memory_channel[Result](engine.concurrency)
 

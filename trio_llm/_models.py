@@ -15,7 +15,16 @@ import attrs
 from ._errors import InputError
 from ._policy import POLICY, ErrorKind
 
-__all__ = ["ErrorInfo", "ErrorKind", "Prompt", "Request", "Result", "Usage", "to_request"]
+__all__ = [
+    "ErrorInfo",
+    "ErrorKind",
+    "Prompt",
+    "Request",
+    "Result",
+    "ToolCall",
+    "Usage",
+    "to_request",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -41,6 +50,22 @@ class Usage:
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall:
+    """A tool the model asked to call (the same shape from every API).
+
+    Attributes:
+        id: the call's id, to answer it with a ``tool`` message.
+        name: the tool's (function's) name.
+        arguments: its arguments as the JSON text the model wrote (it may not parse: models
+            write what they write); ``json.loads`` it to use it.
+    """
+
+    id: str
+    name: str
+    arguments: str
 
 
 @attrs.frozen(kw_only=True)
@@ -168,7 +193,9 @@ class Result:
         id: the caller's id for the item, if it had one.
         ok: whether a completion arrived.
         text: the completion text (``None`` when failed).
-        finish_reason: why generation stopped (``stop``, ``length``...).
+        finish_reason: why generation stopped, in the same words for every API: ``stop``,
+            ``length``, ``tool_calls``, ``content_filter``, ``refusal`` (another reason passes
+            through as the server said it).
         usage: the tokens the server reported.
         error: why the item failed (``None`` when ok).
         attempts: how many requests were sent for it (0 if never sent).
@@ -179,6 +206,9 @@ class Result:
         route: the route that answered (or was tried last), when the engine has routes.
         model: the model that answered (or was tried last).
         rerouted: each move down a fallback chain, as ``"route: kind"`` (why it moved).
+        tool_calls: the tools the model asked to call (``ToolCall``: id, name, arguments).
+        parsed: for a request with a schema (``response_format``, or ``schema=`` in Python),
+            the answer parsed and validated: the JSON value, or an instance of the class.
         embedding: for an embeddings request, the input's vector (sent packed with others).
     """
 
@@ -197,6 +227,9 @@ class Result:
     route: str | None = None
     model: str | None = None
     rerouted: tuple[str, ...] = ()
+    # Tools and structured output (issue 11).
+    tool_calls: tuple[ToolCall, ...] = ()
+    parsed: Any = attrs.field(default=None, repr=False)
     # Embeddings (issue 11): the input's vector, for an embeddings request.
     embedding: Sequence[float] | None = attrs.field(default=None, repr=False)
 

@@ -37,6 +37,7 @@ from ._policy import ErrorKind, Retry, rule_for
 from ._pricing import PriceTable
 from ._providers import Completion, PackLimits
 from ._scheduler import Lease, Scheduler
+from ._structured import OutputSchema, check_output, schema_of_request
 from ._tokens import CharEstimator, Estimator
 
 __all__ = ["Item", "Run", "RunParts", "Source"]
@@ -94,6 +95,7 @@ class _Progress:
     held_usd: float = 0.0
     route: str | None = None
     rerouted: list[str] = attrs.field(factory=list)
+    parsed: Any = None
 
 
 @attrs.define(eq=False)
@@ -116,8 +118,11 @@ class Run:
         *,
         deadline: float | None = None,
         budget_usd: float | None = None,
+        schema: OutputSchema | None = None,
     ) -> None:
         self.id = f"run-{next(_run_ids)}"
+        #: What every answer of this run must be (``map(..., schema=...)``).
+        self.schema = schema
         self._parts = parts
         self.total = total
         self.deadline = deadline
@@ -449,8 +454,12 @@ class Run:
         stop."""
         parts = self._parts
         policy = parts.retry
+        schema = self.schema or schema_of_request(request)
+        if self.schema is not None and "response_format" not in request.params:
+            format_ = self.schema.response_format()
+            request = attrs.evolve(request, params={**request.params, "response_format": format_})
         tokens = parts.estimator(request)
-        tries = malformed = moves = 0
+        tries = malformed = moves = invalid = 0
         first_refusal: float | None = None
 
         def admit(lease: Lease) -> Outcome | None:
@@ -496,6 +505,9 @@ class Run:
                     urgent=parts.urgent,
                 )
             self._release_budget(progress, outcome)
+            if outcome.ok and schema is not None:
+                # Checked on the way back: an answer that fails its schema is asked again.
+                outcome, progress.parsed = check_output(outcome, schema)
             if outcome.ok or not outcome.sent:
                 # A completion; or nothing could be sent for it (final).
                 return outcome
@@ -503,6 +515,22 @@ class Run:
             rule = rule_for(outcome.kind, outcome.should_retry)
             if rule.retry is Retry.NO:
                 return outcome
+            if rule.retry is Retry.AGAIN:
+                # The model's answer, not the transport: counted apart, asked again at once.
+                invalid += 1
+                if invalid >= policy.invalid_output_attempts:
+                    return outcome
+                parts.events.emit(
+                    ev.REQUEST_RETRYING,
+                    index=index,
+                    id=request.id,
+                    attempt=progress.sent,
+                    kind=outcome.kind.value,
+                    status=outcome.status,
+                    key_id=progress.key_id,
+                    wait_s=0.0,
+                )
+                continue
             if rule.retry is Retry.MOVE:
                 # The key was the problem (and is dropped): another key, at once, not counted.
                 moves += 1
@@ -671,6 +699,8 @@ class Run:
             raw=completion.raw if parts.keep_raw else None,
             **self._where(progress),
             embedding=None if not completion.embeddings else completion.embeddings[0],
+            tool_calls=completion.tool_calls,
+            parsed=progress.parsed,
         )
 
     def _failed(

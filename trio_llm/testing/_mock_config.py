@@ -42,6 +42,8 @@ FaultKind: TypeAlias = Literal[
     "anthropic_overloaded",
     "anthropic_credit_balance",
     "litellm_unknown_key",
+    # Issue 11: an answer to a response_format cut in half (not valid JSON).
+    "invalid_json",
 ]
 """A kind of injected fault. See :class:`MockServerConfig` for what the client sees."""
 
@@ -181,6 +183,7 @@ class MockServerConfig:
       maximum"; ``"anthropic_overloaded"``: Anthropic's 529 ``overloaded_error``;
       ``"anthropic_credit_balance"``: Anthropic's 400 "Your credit balance is too low".
     - ``"litellm_unknown_key"``: LiteLLM's 400 ``no_db_connection`` ("No connected db.").
+    - ``"invalid_json"``: a 200 whose answer (JSON for a ``response_format``) is cut in half.
 
     These are opt-in (never in :data:`DEFAULT_FAULT_MIX`); error bodies keep their server's
     shape on either route.

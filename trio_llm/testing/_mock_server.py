@@ -43,6 +43,7 @@ from ._mock_embeddings import handle_embeddings
 from ._mock_headers import Api, limit_headers, resolve_dialect, retry_headers
 from ._mock_limits import Admission, KeyLimits, LimitName
 from ._mock_stats import MockStats, StatsCounter, key_fingerprint
+from ._mock_structured import ToolPlan, json_answer, plan_tool_call
 
 __all__ = ["MockApp", "Receive", "Scope", "Send"]
 
@@ -56,7 +57,14 @@ _JSON: Final = (b"content-type", b"application/json")
 
 #: Faults answered by the success path with a different body (they still produce a reply).
 _BODY_VARIANTS: Final = frozenset(
-    {"refusal", "content_parts", "empty_choices", "openai_usage_details", "anthropic_cache_usage"}
+    {
+        "refusal",
+        "content_parts",
+        "empty_choices",
+        "openai_usage_details",
+        "anthropic_cache_usage",
+        "invalid_json",
+    }
 )
 #: Body variants that are not a usable answer (not counted as successes).
 _NOT_AN_ANSWER: Final = frozenset({"refusal", "empty_choices"})
@@ -155,6 +163,7 @@ class _Chat:
         "prompt_tokens",
         "stream",
         "token_cost",
+        "tool_call",
     )
 
     api: Api
@@ -171,6 +180,7 @@ class _Chat:
     prompt_tokens: int
     stream: bool
     token_cost: int
+    tool_call: ToolPlan | None
 
     def __init__(self, body: Any, default_model: str, api: Api = "openai") -> None:
         if not isinstance(body, dict):
@@ -219,6 +229,17 @@ class _Chat:
         else:
             self.content = full
             self.completion_tokens = full_tokens
+            self.finish_reason = "stop"
+        # Tools and structured output (issue 11): a tool call, or JSON for the schema.
+        self.tool_call = plan_tool_call(body, self.digest, api)
+        answer = None if self.tool_call is not None else json_answer(body, self.digest, full)
+        if self.tool_call is not None:
+            self.content = ""
+            self.completion_tokens = count_tokens(json.dumps(self.tool_call.arguments))
+            self.finish_reason = "tool_calls"
+        elif answer is not None:
+            self.content = answer
+            self.completion_tokens = count_tokens(answer)
             self.finish_reason = "stop"
         # Charged at admission like a provider does: the prompt plus the most it may generate.
         self.token_cost = self.prompt_tokens + self.output_cost
@@ -450,6 +471,8 @@ class MockApp:
         elif variant == "empty_choices":
             chat.content = ""
             chat.completion_tokens = 0
+        elif variant == "invalid_json":
+            chat.content = chat.content[: len(chat.content) // 2]
 
         latency = self._draw_latency()
 
@@ -758,6 +781,9 @@ class MockApp:
                  "closed": True},
                 {"type": "text", "text": chat.content},
             ]}  # fmt: skip
+        elif chat.tool_call is not None:
+            message = {"role": "assistant", "content": None, "refusal": None,
+                       "tool_calls": [chat.tool_call.openai()]}  # fmt: skip
         else:
             message = {"role": "assistant", "content": chat.content, "refusal": None}
         return {
@@ -784,8 +810,12 @@ class MockApp:
             "type": "message",
             "role": "assistant",
             "model": chat.model,
-            "content": [{"type": "text", "text": chat.content}],
-            "stop_reason": "max_tokens" if chat.finish_reason == "length" else "end_turn",
+            "content": [chat.tool_call.anthropic()]
+            if chat.tool_call is not None
+            else [{"type": "text", "text": chat.content}],
+            "stop_reason": {"length": "max_tokens", "tool_calls": "tool_use"}.get(
+                chat.finish_reason, "end_turn"
+            ),
             "stop_sequence": None,
             "usage": shapes.anthropic_usage(
                 chat.prompt_tokens,
