@@ -91,3 +91,75 @@ def test_tool_calls_are_kept_in_simple_output(mock: MockServerProcess, tmp_path:
     assert call["name"] == "lookup"
     assert set(json.loads(call["arguments"])) == {"q"}
     assert call["id"].startswith("call_")
+
+
+# --- providers (--provider, inferred from the url) -----------------------------------------
+
+
+def test_provider_anthropic_speaks_messages(mock: MockServerProcess, tmp_path: Path) -> None:
+    """--provider anthropic sends Messages requests; usage and content come back."""
+    items = [{"id": "a", "prompt": f"what is 2 + 3? {tmp_path.name}", "max_tokens": 50}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    before = mock.stats()
+    args = run_args(mock, source, tmp_path / "out.jsonl", "--provider", "anthropic")
+    done = cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [line] = read_jsonl(tmp_path / "out.jsonl")
+    assert line["content"] == '{"answer": 5}'
+    assert line["finish_reason"] == "stop"
+    assert line["usage"]["prompt_tokens"] > 0
+    assert line["cost_usd"] is not None  # claude-haiku-4-5 is priced
+    after = mock.stats()
+    assert (
+        after.by_model.get("claude-haiku-4-5", 0) == before.by_model.get("claude-haiku-4-5", 0) + 1
+    )
+
+
+def test_messages_batch_lines_run_on_anthropic(mock: MockServerProcess, tmp_path: Path) -> None:
+    """Batch API lines with url /v1/messages pick Anthropic with no flag; the output body is
+    Anthropic's message."""
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 40,
+            "system": "be brief", "messages": [{"role": "user", "content": "6 x 7"}]}  # fmt: skip
+    items = [{"custom_id": "m1", "method": "POST", "url": "/v1/messages", "body": body}]
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [line] = read_jsonl(tmp_path / "out.jsonl")
+    assert line["error"] is None
+    answer = line["response"]["body"]
+    assert answer["type"] == "message"
+    assert answer["content"][0]["text"] == '{"answer": 42}'
+    assert answer["model"] == "claude-sonnet-4-5"
+
+
+def test_provider_azure_uses_deployment_urls(mock: MockServerProcess, tmp_path: Path) -> None:
+    """--provider azure sends to the deployment's URL with api-version and an api-key header,
+    for chat and for embeddings lines."""
+    endpoint = mock.base_url.removesuffix("/v1")
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"id": "c", "prompt": f"1 + 1 {tmp_path.name}"}])
+    extra = ("--provider", "azure", "--model", "my-gpt", "--api-version", "2024-10-21")
+    args = run_args(mock, chat, tmp_path / "chat-out.jsonl", *extra)
+    args[args.index("--base-url") + 1] = endpoint
+    done = cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [line] = read_jsonl(tmp_path / "chat-out.jsonl")
+    assert line["content"] == '{"answer": 2}'
+    embeds = write_jsonl(
+        tmp_path / "emb.jsonl", [{"id": f"e{i}", "input": f"v{i}"} for i in range(5)]
+    )
+    args = run_args(mock, embeds, tmp_path / "emb-out.jsonl", *extra)
+    args[args.index("--base-url") + 1] = endpoint
+    done = cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = {x["id"]: x for x in read_jsonl(tmp_path / "emb-out.jsonl")}
+    assert lines["e3"]["embedding"] == pytest.approx(embedding_of("v3"))
+
+
+def test_provider_azure_without_an_endpoint_exits_2(tmp_path: Path) -> None:
+    """--provider azure with OpenAI's default URL is refused in one line, exit 2."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "c", "prompt": "x"}])
+    done = cli("run", str(source), "-o", str(tmp_path / "o.jsonl"), "--provider", "azure",
+               "--keys", "k", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert "--provider azure needs the resource's endpoint as --base-url" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -35,6 +35,7 @@ if _typing.TYPE_CHECKING:
     from ._pricing import ModelPrice as ModelPrice
     from ._pricing import PriceTable as PriceTable
     from ._providers import AnthropicMessages as AnthropicMessages
+    from ._providers import AzureOpenAI as AzureOpenAI
     from ._providers import Completion as Completion
     from ._providers import HttpRequest as HttpRequest
     from ._providers import OpenAICompatible as OpenAICompatible
@@ -75,6 +76,7 @@ _SOURCES: dict[str, str] = {
     "ModelPrice": "._pricing",
     "PriceTable": "._pricing",
     "AnthropicMessages": "._providers",
+    "AzureOpenAI": "._providers",
     "Completion": "._providers",
     "HttpRequest": "._providers",
     "OpenAICompatible": "._providers",
@@ -92,6 +94,7 @@ _SOURCES: dict[str, str] = {
 __all__ = [
     "AnthropicMessages",
     "ApiKey",
+    "AzureOpenAI",
     "BreakerPolicy",
     "BucketStatistics",
     "CharEstimator",

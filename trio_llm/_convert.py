@@ -298,10 +298,12 @@ def _parse_batch_line(data: Mapping[str, Any], *, source: str, line: int) -> Inp
         problems = cattrs.transform_error(exc, path="$")
         raise fail("; ".join(problems)) from None
     url = batch.url.rstrip("/")
-    if batch.method.upper() != "POST" or not url.endswith(("chat/completions", EMBEDDINGS_URL)):
+    served = ("chat/completions", EMBEDDINGS_URL, "/" + MESSAGES_URL)
+    if batch.method.upper() != "POST" or not url.endswith(served):
         raise fail(
             f"{batch.method} {batch.url} is not an endpoint trio-llm serves: "
-            "Batch API lines must be POST /v1/chat/completions or /v1/embeddings",
+            "Batch API lines must be POST /v1/chat/completions, /v1/embeddings or "
+            "/v1/messages",
             "$.url",
         )
     body = data["body"]
@@ -445,11 +447,14 @@ def _synthetic_body(result: Result) -> dict[str, Any]:
 
 #: The embeddings endpoint, by how its Batch API url ends.
 EMBEDDINGS_URL: Final = "embeddings"
+#: Anthropic's Messages endpoint: a Batch API line with this url runs on Anthropic.
+MESSAGES_URL: Final = "messages"
 
 
 def input_endpoint(first_line: bytes) -> str | None:
     """``EMBEDDINGS_URL`` when a file's first line asks for embeddings (a Batch API line with
-    that url, or a simple line with an ``input``), else ``None``: a file run speaks one API."""
+    that url, or a simple line with an ``input``), ``MESSAGES_URL`` for a Batch API line to
+    Anthropic's ``/v1/messages``, else ``None``: a file run speaks one API."""
     try:
         data = json.loads(first_line.lstrip(_UTF8_BOM))
     except (ValueError, RecursionError):
@@ -458,8 +463,11 @@ def input_endpoint(first_line: bytes) -> str | None:
         return None
     if "custom_id" in data:
         url = data.get("url")
-        embeds = isinstance(url, str) and url.rstrip("/").endswith(EMBEDDINGS_URL)
-        return EMBEDDINGS_URL if embeds else None
+        url = url.rstrip("/") if isinstance(url, str) else ""
+        for endpoint in (EMBEDDINGS_URL, MESSAGES_URL):
+            if url.endswith("/" + endpoint):
+                return endpoint
+        return None
     embeds = "input" in data and "messages" not in data and "prompt" not in data
     return EMBEDDINGS_URL if embeds else None
 

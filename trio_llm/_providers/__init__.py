@@ -1,12 +1,14 @@
 """Providers turn a ``Request`` into an HTTP request and a response into a ``Completion``."""
 
 from ._anthropic import AnthropicMessages
+from ._azure import AzureOpenAI
 from ._base import Completion, HttpRequest, Provider, error_from_response
 from ._embeddings import OpenAIEmbeddings, PackLimits
 from ._openai import OpenAICompatible
 
 __all__ = [
     "AnthropicMessages",
+    "AzureOpenAI",
     "Completion",
     "HttpRequest",
     "OpenAICompatible",

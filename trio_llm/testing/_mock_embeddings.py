@@ -124,7 +124,8 @@ async def handle_embeddings(app: MockApp, scope: Scope, receive: Receive, send: 
                 return
             app._authenticate(key, fingerprint, "openai", rid)
             try:
-                embed = Embed(json.loads(raw), app.config.embedding_model)
+                model = scope.get("azure_deployment") or app.config.embedding_model
+                embed = Embed(json.loads(raw), model)
             except ValueError as exc:
                 from ._mock_server import _bad_request
 

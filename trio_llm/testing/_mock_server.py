@@ -10,6 +10,8 @@ Routes:
 - ``POST /v1/embeddings`` (and ``/embeddings``): deterministic vectors (``_mock_embeddings``).
 - ``POST /v1/messages`` (and ``/messages``): Anthropic's Messages API, JSON only, with
   Anthropic's error shapes and (by default) its ``anthropic-ratelimit-*`` headers.
+- ``POST /openai/deployments/{deployment}/chat/completions`` (and ``/embeddings``) with an
+  ``api-version`` query: Azure OpenAI (the deployment is the default model; 404 without it).
 - ``GET /v1/models``: the configured model.
 - ``GET /stats`` / ``POST /stats/reset``: the counters of :class:`MockStats`.
 
@@ -85,6 +87,7 @@ _ANTHROPIC_TYPES: Final = {
     529: "overloaded_error",
 }
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+_AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)$")
 _DIRECTIVE = re.compile(r"\[\[fault:([A-Za-z0-9_]+)(?:\*(\d+))?\]\]")
 _HTML_502: Final = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -351,6 +354,15 @@ class MockApp:
         path = scope["path"].rstrip("/")
         method = scope["method"]
         api: Api | None = None
+        azure = _AZURE_PATH.match(path)
+        if azure is not None:
+            # Azure OpenAI (issue 11): OpenAI's API on a deployment, with an api-version.
+            if b"api-version=" not in scope.get("query_string", b""):
+                body = {"error": {"code": "404", "message": "Resource not found"}}
+                await _send_json(send, 404, body)
+                return
+            path = "/v1/" + azure.group(2)
+            scope = {**scope, "azure_deployment": azure.group(1)}
         if path in ("/v1/embeddings", "/embeddings") and method == "POST":
             await handle_embeddings(self, scope, receive, send)
             return
@@ -408,7 +420,8 @@ class MockApp:
                 return  # the client went away
             self._authenticate(key, fingerprint, api, rid)
             try:
-                chat = _Chat(json.loads(raw), self.config.model, api)
+                model = scope.get("azure_deployment") or self.config.model
+                chat = _Chat(json.loads(raw), model, api)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 raise _bad_request(f"The body is not valid JSON: {exc}") from None
             stats.by_model[chat.model] = stats.by_model.get(chat.model, 0) + 1
