@@ -41,6 +41,7 @@ BENCHMARKS: tuple[str, ...] = (
     "resume",
     "cache",
     "offload",
+    "embeddings",
 )
 
 
@@ -93,7 +94,18 @@ def _rate_limits(s: Mapping[str, Any]) -> str:
         f"(429s {_f(s['rpm_bound']['share_429'], '.1%')}); "
         f"tpm-bound {_f(s['tpm_bound']['achieved_over_floor'])} of floor; "
         f"learned {_f(s['learned']['rate_after_warmup'])}; "
-        f"uneven keys {_f(s['uneven']['achieved_over_floor'])}"
+        f"uneven keys {_f(s['uneven']['achieved_over_floor'])}; "
+        f"mixed models {_f(s['mixed_models']['gpt-4o']['achieved_over_floor'])} / "
+        f"{_f(s['mixed_models']['gpt-4o-mini']['achieved_over_floor'])} of their floors "
+        f"(goal >= 0.95, 429s {_f(s['mixed_models']['share_429'], '.1%')})"
+    )
+
+
+def _embeddings(s: Mapping[str, Any]) -> str:
+    return (
+        f"{s['n']:,} inputs: packed {_f(s['packed']['requests'], '.0f')} requests in "
+        f"{_f(s['packed']['wall_s'], '.1f')} s, one per request "
+        f"{_f(s['single']['requests'], '.0f')} in {_f(s['single']['wall_s'], '.1f')} s"
     )
 
 
@@ -135,6 +147,7 @@ HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "mock_capacity": _mock_capacity,
     "cache": _cache,
     "offload": _offload,
+    "embeddings": _embeddings,
 }
 
 

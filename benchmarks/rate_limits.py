@@ -19,8 +19,11 @@ Scenarios (goals from the issue):
    Azure), then recovers: no item fails, >= 0.9 of the limit within 10 s of recovery.
 8. Every key's window used up at the start (another process spent it) and the limits
    configured 10 x too high: done within 1.5 x the floor.
+9. Two models with different limits on the same keys (the mock enforces them per key and
+   model, as providers do), limits learned from headers: each model at >= 0.95 of its own
+   floor, <= 1 % 429s.
 
-    python -m benchmarks.rate_limits [--quick] [--n 1800] [--runs 3]
+    python -m benchmarks.rate_limits [--quick] [--n 1800] [--runs 3] [--only-mixed-models]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 import trio_llm
 from trio_llm.testing import MockServerConfig, MockServerProcess, count_tokens, mock_reply
@@ -138,10 +142,12 @@ def _row(name: str, client: str, runs: list[Outcome], floor: float, n: int) -> l
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    options = parse_options(__doc__ or "", argv, runs=3)
+    options = parse_options(__doc__ or "", argv, runs=3, extra=_extra_flags)
     quick = options.quick
     rows: list[list[object]] = []
     summary: dict[str, Any] = {}
+    if options.extra.only_mixed_models:
+        return _report(rows + _mixed_models_scenario(options, summary), options, summary)
 
     # 1. RPM-bound.
     rpm = 1800
@@ -331,6 +337,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_over_floor": median([r.wall_s for r in engine_runs]) / floor
     }
 
+    # 9. Two models with different limits on the same keys.
+    rows.extend(_mixed_models_scenario(options, summary))
+
+    return _report(rows, options, summary)
+
+
+def _extra_flags(parser: Any) -> None:
+    parser.add_argument(
+        "--only-mixed-models", action="store_true", help="run scenario 9 alone (two models)"
+    )
+
+
+def _report(rows: list[list[object]], options: Any, summary: dict[str, Any]) -> dict[str, Any]:
     for r in rows:
         while len(r) < 8:
             r.append("")
@@ -343,6 +362,92 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary=summary,
         notes=["floor = N / (keys x rate) + one mean latency; achieved/floor = floor / wall"],
     )
+
+
+#: Scenario 9's models and their per-key rpm (the mock keeps a bucket per key and model).
+MODEL_RPM = {"gpt-4o": 300, "gpt-4o-mini": 3000}
+
+
+def _mixed_models(base_url: str, keys: tuple[str, ...], items: list[dict[str, Any]]) -> Outcome:
+    """One engine, learning each model's limits on each key from that model's headers; the
+    time each model's last answer arrived."""
+    status_429 = 0
+
+    def count_429(_logger: Any, _method: str, event: Any) -> Any:
+        nonlocal status_429
+        if event.get("status") == 429 and event["event"] in ("request.retrying", "request.failed"):
+            status_429 += 1
+        return event
+
+    engine = trio_llm.Engine(
+        provider=trio_llm.OpenAICompatible(base_url=base_url, model="gpt-4o-mini"),
+        keys=list(keys),
+        limits=trio_llm.Limits(),
+        concurrency=CONCURRENCY,
+        consumers=[count_429],
+    )
+    last: dict[str, float] = {}
+    ok = 0
+
+    async def run() -> None:
+        nonlocal ok
+        async with engine.stream(items) as results:
+            async for result in results:
+                if result.ok:
+                    ok += 1
+                    model = result.model or "?"
+                    last[model] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    trio.run(run)
+    return Outcome(
+        wall_s=time.perf_counter() - started,
+        ok=ok,
+        status_429=status_429,
+        sent=len(items),
+        extra={"last": last},
+    )
+
+
+def _mixed_models_scenario(options: Any, summary: dict[str, Any]) -> list[list[object]]:
+    seconds = 10 if options.quick else 30
+    keys = KEYS2
+    counts = {m: int(rpm / 60 * len(keys) * seconds) for m, rpm in MODEL_RPM.items()}
+    small, large = "gpt-4o-mini", "gpt-4o"
+    items: list[dict[str, Any]] = []
+    ratio = counts[small] // counts[large]
+    for i in range(counts[large]):
+        items.append({"prompt": f"mixed large {i}", "model": large})
+        items.extend(
+            {"prompt": f"mixed small {i * ratio + j}", "model": small} for j in range(ratio)
+        )
+    config = MockServerConfig(
+        keys=keys, model_rpm=MODEL_RPM, rpm=10_000, latency=LATENCY, latency_sigma=0.3
+    )
+    engine_runs, _ = _scenario(
+        config, options.runs, lambda url: _mixed_models(url, keys, items), None
+    )
+    rows: list[list[object]] = []
+    result: dict[str, Any] = {"share_429": median([r.status_429 / len(items) for r in engine_runs])}
+    for model, rpm in MODEL_RPM.items():
+        n = counts[model]
+        floor = n / (len(keys) * rpm / 60) + LATENCY
+        wall = median([r.extra["last"].get(model, float("inf")) for r in engine_runs])
+        rows.append(
+            [
+                f"9. mixed models: {model} at {rpm} rpm x {len(keys)} keys (learned)",
+                "trio-llm",
+                f"{min(r.ok for r in engine_runs)}/{len(items)}" if not rows else "",
+                wall,
+                floor,
+                floor / wall,
+                f"{result['share_429']:.2%}" if not rows else "",
+                f"{n} requests of this model",
+            ]
+        )
+        result[model] = {"achieved_over_floor": floor / wall, "n": n}
+    summary["mixed_models"] = result
+    return rows
 
 
 def _cli_run(

@@ -53,6 +53,7 @@ def errors_md() -> str:
         Retry.BACKOFF: "back off, retry",
         Retry.QUEUE: "at once, on the key that can send soonest",
         Retry.MOVE: "another key at once (not counted)",
+        Retry.AGAIN: "asked again at once (counted apart)",
     }
     key = {KeyAction.NONE: "-", KeyAction.COOL: "cooled for Retry-After", KeyAction.DROP: "dropped"}
     rows = [

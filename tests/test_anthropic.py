@@ -12,6 +12,7 @@ import trio.testing
 
 import trio_llm
 from trio_llm import AnthropicMessages, ErrorKind, ProviderError, Request, Usage
+from trio_llm._models import ToolCall
 
 PROVIDER = AnthropicMessages(model="claude-haiku-4-5")
 
@@ -56,7 +57,7 @@ def test_parses_text_blocks_and_usage() -> None:
             {
                 "content": [
                     {"type": "text", "text": "Hello"},
-                    {"type": "tool_use", "id": "t"},
+                    {"type": "tool_use", "id": "t", "name": "f", "input": {"x": 1}},
                     {"type": "text", "text": " world"},
                 ],
                 "stop_reason": "end_turn",
@@ -65,7 +66,9 @@ def test_parses_text_blocks_and_usage() -> None:
         ).encode(),
     )
     assert completion.text == "Hello world"
-    assert completion.finish_reason == "end_turn"
+    # Anthropic's stop reasons in OpenAI's words; tool_use blocks as tool calls.
+    assert completion.finish_reason == "stop"
+    assert completion.tool_calls == (ToolCall(id="t", name="f", arguments='{"x":1}'),)
     assert completion.usage == Usage(prompt_tokens=10, completion_tokens=2)
     assert completion.request_id == "req_1"
 

@@ -172,3 +172,32 @@ def test_offload_submits_nothing_twice_small(tmp_path: Path) -> None:
     summary = document["summary"]
     assert summary["batches"] == summary["batches_after_kill"] == 4
     assert summary["lost"] == summary["duplicated"] == summary["duplicate_successes"] == 0
+
+
+@pytest.mark.slow
+def test_embeddings_packing_runs_small(tmp_path: Path) -> None:
+    """The embeddings benchmark: packing needs a handful of requests, one per input needs n,
+    and every input gets its own vector either way."""
+    from benchmarks import embeddings
+
+    document = embeddings.main(["--quick", "--n", "300", "--json", str(tmp_path / "e.json")])
+    summary = document["summary"]
+    assert summary["packed"]["requests"] == 1
+    assert summary["single"]["requests"] == 300
+    assert summary["packed"]["right"] == summary["single"]["right"] == 300
+
+
+@pytest.mark.slow
+def test_mixed_models_scenario_runs(tmp_path: Path) -> None:
+    """Scenario 9 of rate_limits: two models with their own limits on the same keys, each
+    near its own floor (the mock enforces them per key and model)."""
+    from benchmarks import rate_limits
+
+    document = rate_limits.main(
+        ["--quick", "--only-mixed-models", "--json", str(tmp_path / "r.json")]
+    )
+    mixed = document["summary"]["mixed_models"]
+    # A loose bound for a loaded test machine; the benchmark's goal is 0.95.
+    assert mixed["gpt-4o"]["achieved_over_floor"] > 0.8
+    assert mixed["gpt-4o-mini"]["achieved_over_floor"] > 0.8
+    assert mixed["share_429"] <= 0.01

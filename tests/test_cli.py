@@ -617,7 +617,10 @@ def test_bad_input_lines_are_reported_and_the_rest_succeed(
     errors = {line["line"]: line["error"] for line in lines if "error" in line}
     assert errors[2]["message"].startswith(f"{source}:2: not JSON")
     assert errors[3]["message"].startswith(f"{source}:3: not UTF-8")
-    assert errors[4]["message"] == f"{source}:4 $.prompt: needs a prompt or messages"
+    assert (
+        errors[4]["message"]
+        == f"{source}:4 $.prompt: needs a prompt, messages or an input (embeddings)"
+    )
     assert {error["kind"] for error in errors.values()} == {"invalid_input"}
     assert "3 invalid" in done.stderr
 
@@ -666,6 +669,7 @@ def test_bad_batch_lines_keep_their_custom_id(
         {"custom_id": "ok", "method": "POST", "url": url, "body": body},
         {"custom_id": "no-body", "method": "POST", "url": url},
         {"custom_id": "embed", "method": "POST", "url": "/v1/embeddings", "body": body},
+        {"custom_id": "files", "method": "POST", "url": "/v1/files", "body": body},
     ]
     source = write_jsonl(tmp_path / "in.jsonl", items)
     done = cli(*run_args(mock, source, tmp_path / "out.jsonl"), cwd=tmp_path)
@@ -673,10 +677,11 @@ def test_bad_batch_lines_keep_their_custom_id(
     lines = {line["custom_id"]: line for line in read_jsonl(tmp_path / "out.jsonl")}
     assert lines["ok"]["response"]["status_code"] == 200
     assert lines["no-body"]["error"]["message"] == f"{source}:2 $.body: field missing"
-    assert lines["embed"]["error"]["message"].startswith(
-        f"{source}:3 $.url: POST /v1/embeddings is not an endpoint trio-llm serves"
+    assert lines["embed"]["error"]["message"].startswith(f"{source}:3 $.body.input: field missing")
+    assert lines["files"]["error"]["message"].startswith(
+        f"{source}:4 $.url: POST /v1/files is not an endpoint trio-llm serves"
     )
-    assert {lines[k]["error"]["code"] for k in ("no-body", "embed")} == {"invalid_input"}
+    assert {lines[k]["error"]["code"] for k in ("no-body", "embed", "files")} == {"invalid_input"}
 
 
 def test_file_runs_know_their_total_and_count_failures_once(

@@ -124,7 +124,7 @@ def test_batch_api_line() -> None:
         ([1, 2], "in.jsonl:3: a line must be a JSON object"),
         ({"prompt": "no id"}, "in.jsonl:3 $.id: field missing"),
         ({"id": "a", "prompt": 5}, "in.jsonl:3 $.prompt: prompt must be a string"),
-        ({"id": "a"}, "in.jsonl:3 $.prompt: needs a prompt or messages"),
+        ({"id": "a"}, "in.jsonl:3 $.prompt: needs a prompt, messages or an input (embeddings)"),
         ({"id": "a", "messages": "hi"}, "in.jsonl:3 $.messages: messages must be"),
         ({"id": "a", "messages": [{"content": "x"}]}, "in.jsonl:3 $.messages[0].role: field"),
         ({"id": "a", "messages": [1, 2]}, "in.jsonl:3 $.messages[0]: each message must be"),
@@ -143,10 +143,14 @@ def test_batch_api_line() -> None:
             {
                 "custom_id": "c",
                 "method": "POST",
-                "url": "/v1/embeddings",
+                "url": "/v1/files",
                 "body": {"messages": [{"role": "user", "content": "x"}]},
             },
-            "$.url: POST /v1/embeddings is not an endpoint trio-llm serves",
+            "$.url: POST /v1/files is not an endpoint trio-llm serves",
+        ),
+        (
+            {"custom_id": "e", "url": "/v1/embeddings", "body": {"input": ["a", "b"]}},
+            "$.body.input: input must be one non-empty string",
         ),
     ],
 )

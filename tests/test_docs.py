@@ -41,7 +41,13 @@ def test_the_policy_docstring_table_is_the_policy() -> None:
     lines = (_policy.__doc__ or "").splitlines()
     borders = [i for i, line in enumerate(lines) if line.startswith("=====")]
     spans = [m.span() for m in re.finditer(r"=+", lines[borders[0]])]
-    retry = {"-": Retry.NO, "yes": Retry.BACKOFF, "queue": Retry.QUEUE, "move": Retry.MOVE}
+    retry = {
+        "-": Retry.NO,
+        "yes": Retry.BACKOFF,
+        "queue": Retry.QUEUE,
+        "move": Retry.MOVE,
+        "again": Retry.AGAIN,
+    }
     key = {"-": KeyAction.NONE, "cool": KeyAction.COOL, "drop": KeyAction.DROP}
     seen = set()
     for line in lines[borders[1] + 1 : borders[2]]:

@@ -379,7 +379,10 @@ async def test_bad_lines_become_errors_naming_file_line_and_field(
     assert set(errors) == {2, 3, 4}
     assert errors[2]["error"]["message"].startswith(f"{source}:2: not JSON")
     assert errors[3]["error"]["message"].startswith(f"{source}:3: not UTF-8")
-    assert errors[4]["error"]["message"] == f"{source}:4 $.prompt: needs a prompt or messages"
+    assert (
+        errors[4]["error"]["message"]
+        == f"{source}:4 $.prompt: needs a prompt, messages or an input (embeddings)"
+    )
     assert errors[4]["id"] == "q3"
     assert {e["error"]["kind"] for e in errors.values()} == {"invalid_input"}
     assert sorted(line["id"] for line in lines if is_done(line)) == ["q0", "q5"]

@@ -34,14 +34,18 @@ if _typing.TYPE_CHECKING:
     from ._models import ErrorKind as ErrorKind
     from ._models import Request as Request
     from ._models import Result as Result
+    from ._models import ToolCall as ToolCall
     from ._models import Usage as Usage
     from ._pricing import ModelPrice as ModelPrice
     from ._pricing import PriceTable as PriceTable
     from ._providers import AnthropicMessages as AnthropicMessages
+    from ._providers import AzureOpenAI as AzureOpenAI
     from ._providers import Completion as Completion
     from ._providers import HttpRequest as HttpRequest
     from ._providers import OpenAICompatible as OpenAICompatible
+    from ._providers import OpenAIEmbeddings as OpenAIEmbeddings
     from ._providers import OpenAIResponses as OpenAIResponses
+    from ._providers import PackLimits as PackLimits
     from ._providers import Provider as Provider
     from ._routes import Route as Route
     from ._scheduler import KeyStatistics as KeyStatistics
@@ -77,14 +81,18 @@ _SOURCES: dict[str, str] = {
     "ErrorKind": "._models",
     "Request": "._models",
     "Result": "._models",
+    "ToolCall": "._models",
     "Usage": "._models",
     "ModelPrice": "._pricing",
     "PriceTable": "._pricing",
     "AnthropicMessages": "._providers",
+    "AzureOpenAI": "._providers",
     "Completion": "._providers",
     "HttpRequest": "._providers",
     "OpenAICompatible": "._providers",
     "OpenAIResponses": "._providers",
+    "OpenAIEmbeddings": "._providers",
+    "PackLimits": "._providers",
     "Provider": "._providers",
     "Route": "._routes",
     "ApiKey": "._secrets",
@@ -98,6 +106,7 @@ _SOURCES: dict[str, str] = {
 __all__ = [
     "AnthropicMessages",
     "ApiKey",
+    "AzureOpenAI",
     "BreakerPolicy",
     "BucketStatistics",
     "Cache",
@@ -118,8 +127,10 @@ __all__ = [
     "MemoryStore",
     "ModelPrice",
     "OpenAICompatible",
+    "OpenAIEmbeddings",
     "OpenAIResponses",
     "OtelConsumer",
+    "PackLimits",
     "PriceTable",
     "PrometheusConsumer",
     "Provider",
@@ -132,6 +143,7 @@ __all__ = [
     "Route",
     "SourceError",
     "TokenBucket",
+    "ToolCall",
     "TrioLLMError",
     "Usage",
     "serve_metrics",

@@ -102,6 +102,9 @@ _RUN_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "model": (str, "gpt-4o-mini"),
     "keys": (str, None),
     "keys_env": (str, "OPENAI_API_KEY"),
+    # Issue 11: which API the endpoint speaks.
+    "provider": (str, None),
+    "api_version": (str, "2024-10-21"),
     "rpm": (float, None),
     "tpm": (float, None),
     "concurrency": (int, 64),
@@ -212,6 +215,21 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     run.add_argument("input", help="input JSONL file, or - for stdin")
     run.add_argument("-o", "--output", required=True, help="output JSONL file, or - for stdout")
     _add_endpoint_flags(run, defaults=False)
+    run.add_argument(
+        "--provider",
+        choices=sorted(PROVIDERS),
+        default=None,
+        help="the API of --base-url: openai (chat completions, embeddings), anthropic "
+        "(Messages: x-api-key, keys from ANTHROPIC_API_KEY) or azure (deployment URLs, "
+        "api-key header, --model is the deployment, keys from AZURE_OPENAI_API_KEY); "
+        "default openai, or anthropic for Batch API lines with url /v1/messages",
+    )
+    run.add_argument(
+        "--api-version",
+        default=None,
+        metavar="VERSION",
+        help="Azure OpenAI's api-version (default 2024-10-21)",
+    )
     run.add_argument(
         "--resume",
         action="store_true",
@@ -406,10 +424,45 @@ def _json_log(file: TextIO) -> EventConsumer:
     return write
 
 
+#: The APIs ``--provider`` names, and the defaults a run takes for each when not given.
+PROVIDERS: dict[str, dict[str, str]] = {
+    "openai": {},
+    "anthropic": {
+        "base_url": "https://api.anthropic.com/v1",
+        "model": "claude-haiku-4-5",
+        "keys_env": "ANTHROPIC_API_KEY",
+    },
+    "azure": {"keys_env": "AZURE_OPENAI_API_KEY"},
+}
+
+
+def _resolve_provider(options: dict[str, Any], api: str | None) -> None:
+    """Settle ``options["provider"]`` (the flag, else what the input's url says, else openai)
+    and the provider's defaults for what was left at OpenAI's."""
+    from ._convert import MESSAGES_URL
+    from ._errors import ConfigurationError
+
+    provider = options.get("provider") or ("anthropic" if api == MESSAGES_URL else "openai")
+    if provider not in PROVIDERS:
+        raise ConfigurationError(
+            f"--provider must be one of {', '.join(PROVIDERS)}, got {provider!r}"
+        )
+    options["provider"] = provider
+    for name, value in PROVIDERS[provider].items():
+        if options[name] == _RUN_OPTIONS[name][1]:
+            options[name] = value
+    if provider == "azure" and options["base_url"] == _RUN_OPTIONS["base_url"][1]:
+        raise ConfigurationError(
+            "--provider azure needs the resource's endpoint as --base-url\n"
+            "HINT: --provider azure --base-url https://my-resource.openai.azure.com "
+            "--model my-deployment --api-version 2024-10-21"
+        )
+
+
 def _input_api(path: str) -> str | None:
-    """Which API a file run speaks: its first line's Batch API ``url`` (the Batch API has one
-    endpoint per file), ``None`` for simple lines (or stdin, which cannot be peeked at)."""
-    from ._convert import batch_endpoint
+    """Which API a file run speaks, from its first line (``embeddings``, ``messages``),
+    ``None`` for chat completions (or stdin, which cannot be peeked at)."""
+    from ._convert import input_endpoint
 
     if path == "-":
         return None
@@ -417,18 +470,40 @@ def _input_api(path: str) -> str | None:
         with open(path, "rb") as file:
             for line in file:
                 if line.strip():
-                    return batch_endpoint(line)
+                    return input_endpoint(line)
     except OSError:
         return None  # the run itself reports an unreadable file
     return None
 
 
-def _provider(api: str | None, base_url: str, model: str) -> Any:
-    """The provider for the run's API: the Responses API for ``/v1/responses`` lines, else
-    OpenAI-compatible chat completions."""
-    from ._convert import RESPONSES_URL
-    from ._providers import OpenAICompatible, OpenAIResponses
+def _provider(
+    api: str | None, base_url: str, model: str, options: dict[str, Any] | None = None
+) -> Any:
+    """The provider for the run's API and ``--provider``: embeddings for embeddings lines
+    (``--model`` is then the embedding model, ``text-embedding-3-small`` by default),
+    Anthropic's Messages, Azure OpenAI deployments, the Responses API for
+    ``/v1/responses`` lines, else chat completions."""
+    from ._convert import EMBEDDINGS_URL, RESPONSES_URL
+    from ._providers import (
+        AnthropicMessages,
+        AzureOpenAI,
+        OpenAICompatible,
+        OpenAIEmbeddings,
+        OpenAIResponses,
+    )
 
+    options = options or {}
+    provider = options.get("provider") or "openai"
+    embeds = api == EMBEDDINGS_URL
+    if embeds and model == _RUN_OPTIONS["model"][1]:  # the chat default: not an embedder
+        model = "text-embedding-3-small"
+    if provider == "anthropic":
+        return AnthropicMessages(base_url=base_url, model=model)
+    if provider == "azure":
+        version = options.get("api_version") or _RUN_OPTIONS["api_version"][1]
+        return AzureOpenAI(base_url, model, api_version=version, embeddings=embeds)
+    if embeds:
+        return OpenAIEmbeddings(base_url=base_url, model=model)
     if api == RESPONSES_URL:
         return OpenAIResponses(base_url=base_url, model=model)
     return OpenAICompatible(base_url=base_url, model=model)
@@ -446,7 +521,7 @@ def _routes(
     if options.get("routes"):
         chain = []
         for table in options["routes"]:
-            provider = _provider(api, table["base_url"], table["model"])
+            provider = _provider(api, table["base_url"], table["model"], options)
             route_keys = Pool.from_env(table["keys_env"]) if "keys_env" in table else keys
             limits = Limits(rpm=table.get("rpm"), tpm=table.get("tpm"))
             name = table.get("name") or table["model"]
@@ -454,7 +529,7 @@ def _routes(
         return chain
     if not fallback_models:
         return []
-    provider = _provider(api, options["base_url"], options["model"])
+    provider = _provider(api, options["base_url"], options["model"], options)
     models = [options["model"], *fallback_models]
     return [Route(provider=provider, keys=keys, model=model, name=model) for model in models]
 
@@ -811,6 +886,8 @@ def _run(args: argparse.Namespace) -> int:
     from ._errors import ConfigurationError
 
     options = _merged_run_options(args)
+    api = _input_api(str(args.input))
+    _resolve_provider(options, api)
     namespace = argparse.Namespace(**options)
     keys = _keys_from(namespace)
     if (
@@ -863,7 +940,6 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
         metrics = PrometheusConsumer()
         consumers.append(metrics)
-    api = _input_api(str(args.input))
     routes = _routes(options, args.fallback_model or [], keys, api)
     cache = None
     if options["cache"]:
@@ -877,7 +953,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     try:
         engine = Engine(
-            provider=None if routes else _provider(api, options["base_url"], options["model"]),
+            provider=None
+            if routes
+            else _provider(api, options["base_url"], options["model"], options),
             keys=None if routes else keys,
             routes=routes or None,
             fallback_on=True if routes else None,

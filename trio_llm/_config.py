@@ -88,6 +88,9 @@ class RetryPolicy:
             its minute window turns over, saying nothing of when).
         malformed_attempts: the most attempts that may end in a malformed body (a server that
             answers nonsense once mostly does so again).
+        invalid_output_attempts: the most answers that may fail their schema (they do not
+            parse as JSON or do not validate) before the item fails as ``invalid_output``;
+            counted apart from ``attempts``.
     """
 
     attempts: int = attrs.field(default=8, validator=_positive)
@@ -99,6 +102,7 @@ class RetryPolicy:
     deadline: float | None = attrs.field(default=None, validator=_positive_or_none)
     rate_limit_window: float = attrs.field(default=60.0, validator=_non_negative)
     malformed_attempts: int = attrs.field(default=2, validator=_positive)
+    invalid_output_attempts: int = attrs.field(default=3, validator=_positive)
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number ``retry`` (1-based): exponential, capped, jittered (the

@@ -8,6 +8,9 @@ Input lines come in two shapes:
   "body": {...}}``, or ``"url": "/v1/responses"`` with a Responses body (``input``,
   ``instructions``, ``max_output_tokens``...): its ``input`` becomes the request's messages
   (a string is one user message), the rest passes through.
+* embeddings: ``{"id": "e1", "input": "text"}`` or a Batch API line with ``"url":
+  "/v1/embeddings"``; the output line has ``"embedding": [...]`` where a chat line has
+  ``content`` (Batch API output: the embeddings response body for that one input).
 
 Output lines carry the same id, with its JSON type (``1`` stays ``1``; ``1`` and ``"1"`` are
 different ids): ``{"id", "content", "finish_reason", "usage", "cost_usd"}`` or
@@ -41,10 +44,10 @@ __all__ = [
     "InputFormat",
     "InputLine",
     "LineError",
-    "batch_endpoint",
     "converter",
     "failure_kind",
     "id_key",
+    "input_endpoint",
     "input_hash",
     "invalid_output_line",
     "is_done",
@@ -124,6 +127,13 @@ class _BatchLine:
     body: _BatchBody
 
 
+@attrs.frozen(kw_only=True)
+class _EmbeddingsLine:
+    method: str = "POST"
+    url: str
+    body: dict[str, Any]
+
+
 class LineError(InputError):
     """An input line that cannot become a request, with what its output line needs.
 
@@ -183,6 +193,8 @@ def input_hash(request: Request) -> str:
 
     A prompt line and the messages line it stands for hash the same.
     """
+    if request.is_embedding:
+        return _body_hash(dict(request.params))
     return _body_hash({**request.params, "messages": list(request.messages)})
 
 
@@ -196,6 +208,8 @@ def line_hash(data: Mapping[str, Any]) -> str | None:
                 return _body_hash(_responses_as_chat(body))
             except ValueError:
                 return None
+        if isinstance(body, Mapping) and "messages" not in body and "input" in body:
+            return _body_hash({k: v for k, v in body.items() if k != "id"})  # embeddings
         if not isinstance(body, Mapping) or "messages" not in body:
             return None
         return _body_hash({k: v for k, v in body.items() if k != "id"})
@@ -205,6 +219,8 @@ def line_hash(data: Mapping[str, Any]) -> str | None:
         body = {k: v for k, v in data.items() if k not in ("id", "prompt")}
         body["messages"] = [{"role": "user", "content": data["prompt"]}]
         return _body_hash(body)
+    if "input" in data:  # embeddings
+        return _body_hash({k: v for k, v in data.items() if k != "id"})
     return None
 
 
@@ -283,20 +299,32 @@ def _parse_batch_line(data: Mapping[str, Any], *, source: str, line: int) -> Inp
         raise fail("field missing", "$.body")
     if _is_responses_url(data.get("url")):
         return _parse_responses_line(data, raw_id, fail)
+    url = data.get("url")
+    embeds = isinstance(url, str) and url.rstrip("/").endswith(EMBEDDINGS_URL)
     try:
-        batch = converter.structure(data, _BatchLine)
+        # An embeddings body has an input, not messages: the coercion checks it.
+        batch: _BatchLine | _EmbeddingsLine = (
+            converter.structure(data, _EmbeddingsLine)
+            if embeds
+            else converter.structure(data, _BatchLine)
+        )
     except cattrs.BaseValidationError as exc:
         problems = cattrs.transform_error(exc, path="$")
         raise fail("; ".join(problems)) from None
-    if batch.method.upper() != "POST" or not batch.url.rstrip("/").endswith(CHAT_URL):
+    url = batch.url.rstrip("/")
+    served = ("chat/completions", EMBEDDINGS_URL, "/" + MESSAGES_URL)
+    if batch.method.upper() != "POST" or not url.endswith(served):
         raise fail(
             f"{batch.method} {batch.url} is not an endpoint trio-llm serves: "
-            "Batch API lines must be POST /v1/chat/completions or /v1/responses",
+            "Batch API lines must be POST /v1/chat/completions, /v1/responses, "
+            "/v1/embeddings or /v1/messages",
             "$.url",
         )
     body = data["body"]
     if not isinstance(body, Mapping):
         raise fail("body must be an object", "$.body")
+    if embeds and "input" not in body:
+        raise fail("field missing (an embeddings body has an input)", "$.body.input")
     try:
         request = to_request(body, source=source, line=line)
     except InputError as exc:
@@ -347,19 +375,6 @@ def _parse_responses_line(
     )
 
 
-def batch_endpoint(first_line: bytes) -> str | None:
-    """The endpoint a Batch API file's first line names (``responses`` or
-    ``chat/completions``), or ``None`` for a simple line (the Batch API has one endpoint per
-    file, so the first line says which API the run speaks)."""
-    try:
-        data = json.loads(first_line.lstrip(_UTF8_BOM))
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(data, Mapping) or "custom_id" not in data:
-        return None
-    return RESPONSES_URL if _is_responses_url(data.get("url")) else CHAT_URL
-
-
 def _batch_id(item_id: object) -> str:
     # Stable across reruns (resume), like the custom_id it derives from.
     return "batch_req_" + hashlib.sha256(str(item_id).encode()).hexdigest()[:24]
@@ -405,9 +420,15 @@ def output_line(
             line["cached"] = True
         return line
     line["id"] = item_id
-    if result.ok:
+    if result.ok and result.embedding is not None:
+        line["embedding"] = list(result.embedding)
+        line["usage"] = None if result.usage is None else converter.unstructure(result.usage)
+        line["cost_usd"] = result.cost_usd
+    elif result.ok:
         line["content"] = result.text
         line["finish_reason"] = result.finish_reason
+        if result.tool_calls:
+            line["tool_calls"] = [converter.unstructure(call) for call in result.tool_calls]
         line["usage"] = None if result.usage is None else converter.unstructure(result.usage)
         line["cost_usd"] = result.cost_usd
     else:
@@ -457,17 +478,64 @@ def invalid_output_line(error: InputError, *, line: int, hash: str) -> dict[str,
 
 
 def _synthetic_body(result: Result) -> dict[str, Any]:
+    if result.embedding is not None:
+        used = 0 if result.usage is None else result.usage.prompt_tokens
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": list(result.embedding)}],
+            "model": result.model,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+        }
     return {
         "object": "chat.completion",
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text},
+                "message": {"role": "assistant", "content": result.text} | _synthetic_calls(result),
                 "finish_reason": result.finish_reason,
             }
         ],
         "usage": None if result.usage is None else converter.unstructure(result.usage),
     }
+
+
+#: The embeddings endpoint, by how its Batch API url ends.
+EMBEDDINGS_URL: Final = "embeddings"
+#: Anthropic's Messages endpoint: a Batch API line with this url runs on Anthropic.
+MESSAGES_URL: Final = "messages"
+
+
+def input_endpoint(first_line: bytes) -> str | None:
+    """``EMBEDDINGS_URL`` when a file's first line asks for embeddings (a Batch API line with
+    that url, or a simple line with an ``input``), ``MESSAGES_URL`` for a Batch API line to
+    Anthropic's ``/v1/messages``, ``RESPONSES_URL`` for one to ``/v1/responses``, else
+    ``None`` (chat completions): a file run speaks one API (the Batch API has one endpoint per
+    file)."""
+    try:
+        data = json.loads(first_line.lstrip(_UTF8_BOM))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, Mapping):
+        return None
+    if "custom_id" in data:
+        url = data.get("url")
+        url = url.rstrip("/") if isinstance(url, str) else ""
+        for endpoint in (EMBEDDINGS_URL, MESSAGES_URL, RESPONSES_URL):
+            if url.endswith("/" + endpoint):
+                return endpoint
+        return None
+    embeds = "input" in data and "messages" not in data and "prompt" not in data
+    return EMBEDDINGS_URL if embeds else None
+
+
+def _synthetic_calls(result: Result) -> dict[str, Any]:
+    if not result.tool_calls:
+        return {}
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in result.tool_calls
+    ]
+    return {"tool_calls": calls}
 
 
 def is_done(line: Mapping[str, Any]) -> bool:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Literal, TypeAlias, final
+from typing import Any, Literal, TypeAlias, final
 
 import attrs
 import httpx
@@ -34,15 +34,16 @@ from ._errors import ConfigurationError, SourceError
 from ._events import EventConsumer, EventHub
 from ._http import HttpPool
 from ._keys import KeyPool
-from ._models import Prompt, Result, to_request
+from ._models import Prompt, Request, Result, to_request
 from ._policy import ErrorKind
 from ._pricing import PriceTable
-from ._providers import Provider
+from ._providers import PackLimits, Provider
 from ._routes import Route
 from ._run import Item, Run, RunParts, Source
 from ._scheduler import EndpointSpec, KeyStatistics, Scheduler
 from ._secrets import ApiKey
 from ._store import LimitsStore
+from ._structured import OutputSchema
 from ._tokens import CharEstimator, Estimator
 
 __all__ = ["DEFAULT_FALLBACK_ON", "Engine", "EngineStatistics", "Priority", "ResultStream"]
@@ -253,6 +254,7 @@ class Engine:
         self._transport = transport
         self._http2 = http2
         self._estimator: Estimator = estimator or CharEstimator()
+        self._packing = _packing(self._specs)
         # Shared by every caller. Interactive calls have slots of their own, so that they
         # never wait for a slot held by a background batch (which may hold all of its own).
         self._limiter = trio.CapacityLimiter(concurrency)
@@ -363,6 +365,7 @@ class Engine:
             routes=tuple(route.label for route in self._routes),
             fallback_on=self.fallback_on,
             cache=self._cache_now(),
+            packing=self._packing,
         )
 
     def _trace_if_configured(self) -> None:
@@ -391,6 +394,7 @@ class Engine:
         deadline: float | None = None,
         budget_usd: float | None = None,
         priority: Priority = "batch",
+        schema: object = None,
     ) -> list[Result]:
         """Send every prompt; return one ``Result`` per prompt, in input order.
 
@@ -405,6 +409,12 @@ class Engine:
                 cost would exceed this; unsent items are failed results of kind ``budget``.
             priority: ``"batch"``, or ``"interactive"`` to go ahead of batches sharing the
                 keys (the batch keeps a fifth of the grants).
+            schema: what every answer must be: a pydantic model, an attrs class or a JSON
+                schema dict. Sent as ``response_format`` (unless a request has its own) and
+                checked on the way back: ``Result.parsed`` holds the value; an answer that
+                does not parse or validate is asked again, up to
+                ``RetryPolicy.invalid_output_attempts``, then fails as ``invalid_output``.
+                A request's own ``response_format`` JSON schema is checked too.
 
         Raises:
             ConfigurationError: misuse (a single string instead of a list, a bad deadline).
@@ -426,6 +436,7 @@ class Engine:
                 _length(prompts),
                 deadline=deadline,
                 budget_usd=budget_usd,
+                schema=None if schema is None else OutputSchema.of(schema),
             )
             await run.execute(prompts, deliver)
         complete = [r for r in results if r is not None]
@@ -441,6 +452,7 @@ class Engine:
         deadline: float | None = None,
         budget_usd: float | None = None,
         priority: Priority = "batch",
+        schema: object = None,
     ) -> ResultStream:
         """Results in completion order (``deadline`` and ``budget_usd`` as in ``map``).
 
@@ -453,10 +465,46 @@ class Engine:
         _check_source(prompts, "stream")
         check_run_options(self, deadline, budget_usd)
         return ResultStream(
-            self, prompts, deadline=deadline, budget_usd=budget_usd, priority=priority
+            self,
+            prompts,
+            deadline=deadline,
+            budget_usd=budget_usd,
+            priority=priority,
+            schema=None if schema is None else OutputSchema.of(schema),
         )
 
-    async def complete(self, prompt: Prompt, *, priority: Priority = "interactive") -> Result:
+    async def embed(
+        self,
+        texts: Iterable[str],
+        *,
+        deadline: float | None = None,
+        budget_usd: float | None = None,
+        **params: Any,
+    ) -> list[Result]:
+        """Embed every text; one ``Result`` per text, in input order, with its
+        ``Result.embedding``.
+
+        The same as ``map`` of ``{"input": text, **params}`` items: an engine whose provider is
+        ``OpenAIEmbeddings`` packs them into as few requests as its limits allow (inputs and
+        tokens per request). ``params`` go into every request (``model``, ``dimensions``...).
+
+        Raises:
+            ConfigurationError: the engine's provider does not serve embeddings.
+        """
+        if self._packing is None:
+            raise ConfigurationError(
+                "engine.embed() needs an embeddings provider\nHINT: Engine(provider=trio_llm."
+                "OpenAIEmbeddings(base_url=..., model='text-embedding-3-small'), keys=[...])"
+            )
+        _check_source(texts, "embed")
+        requests = (Request.from_input(text, **params) for text in texts)
+        return await self.map(
+            _Sized(requests, _length(texts)), deadline=deadline, budget_usd=budget_usd
+        )
+
+    async def complete(
+        self, prompt: Prompt, *, priority: Priority = "interactive", schema: object = None
+    ) -> Result:
         """Send one request (with retries) and return its result: for a service's handlers.
 
         It is interactive by default: it goes ahead of batches running on the same engine
@@ -465,7 +513,9 @@ class Engine:
         _check_trio("engine.complete")
         request = to_request(prompt)
         async with self._session() as http:
-            return await Run(self._parts(http, priority), 1).process(Item(0, request))
+            output = None if schema is None else OutputSchema.of(schema)
+            run = Run(self._parts(http, priority), 1, schema=output)
+            return await run.process(Item(0, request))
 
     # --- reading -------------------------------------------------------------------------
     def statistics(self) -> EngineStatistics:
@@ -518,9 +568,11 @@ class ResultStream:
         deadline: float | None,
         budget_usd: float | None,
         priority: Priority = "batch",
+        schema: OutputSchema | None = None,
     ) -> None:
         self._engine = engine
         self._priority = priority
+        self._schema = schema
         self._prompts = prompts
         self._deadline = deadline
         self._budget = budget_usd
@@ -535,6 +587,7 @@ class ResultStream:
             _length(self._prompts),
             deadline=self._deadline,
             budget_usd=self._budget,
+            schema=self._schema,
         )
         send, receive = trio.open_memory_channel[Result](engine.concurrency)
 
@@ -657,6 +710,42 @@ def _check_trio(call: str) -> None:
             "HINT: trio.run(engine.map, prompts), or `await engine.map(prompts)` inside "
             "trio.run(main)"
         )
+
+
+@final
+class _Sized:
+    """An iterable that knows its length (so a run of ``embed`` reports a total)."""
+
+    def __init__(self, items: Iterable[Request], length: int | None) -> None:
+        self._items = items
+        self._length = length
+
+    def __iter__(self) -> Iterator[Request]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("unknown length")
+        return self._length
+
+
+def _packing(specs: Sequence[EndpointSpec]) -> PackLimits | None:
+    """How an engine packs inputs: the strictest of its routes' ``PackLimits``, with a route's
+    tokens per minute as a cap on tokens per request (a larger request is never sent)."""
+    limits = [getattr(spec.provider, "packing", None) for spec in specs]
+    if all(not isinstance(limit, PackLimits) for limit in limits):
+        return None
+    if not all(isinstance(limit, PackLimits) for limit in limits):
+        raise ConfigurationError(
+            "an engine's routes must all serve embeddings, or none\n"
+            "HINT: one Engine for embeddings (OpenAIEmbeddings routes), another for chat"
+        )
+    packs = [limit for limit in limits if isinstance(limit, PackLimits)]
+    tokens = min(limit.max_tokens for limit in packs)
+    for spec in specs:
+        if spec.limits.tpm is not None:
+            tokens = min(tokens, max(1, int(spec.limits.tpm)))
+    return PackLimits(max_inputs=min(limit.max_inputs for limit in packs), max_tokens=tokens)
 
 
 def _length(source: Source) -> int | None:

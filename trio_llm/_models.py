@@ -15,7 +15,16 @@ import attrs
 from ._errors import InputError
 from ._policy import POLICY, ErrorKind
 
-__all__ = ["ErrorInfo", "ErrorKind", "Prompt", "Request", "Result", "Usage", "to_request"]
+__all__ = [
+    "ErrorInfo",
+    "ErrorKind",
+    "Prompt",
+    "Request",
+    "Result",
+    "ToolCall",
+    "Usage",
+    "to_request",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -41,6 +50,22 @@ class Usage:
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall:
+    """A tool the model asked to call (the same shape from every API).
+
+    Attributes:
+        id: the call's id, to answer it with a ``tool`` message.
+        name: the tool's (function's) name.
+        arguments: its arguments as the JSON text the model wrote (it may not parse: models
+            write what they write); ``json.loads`` it to use it.
+    """
+
+    id: str
+    name: str
+    arguments: str
 
 
 @attrs.frozen(kw_only=True)
@@ -128,9 +153,26 @@ class Request:
         value = self.params.get("max_completion_tokens", self.params.get("max_tokens"))
         return value if isinstance(value, int) else None
 
+    # --- embeddings (issue 11): a request with an ``input`` and no messages ---------------
+    @classmethod
+    def from_input(cls, text: str, *, id: str | None = None, **params: Any) -> Request:
+        """One input to embed (``/v1/embeddings``); the engine packs many into one request."""
+        return cls(messages=(), params={**params, "input": text}, id=id)
+
+    @property
+    def is_embedding(self) -> bool:
+        """Whether this is an embeddings request: an ``input`` and no messages."""
+        return not self.messages and "input" in self.params
+
     def prompt_text(self) -> str:
-        """All message text joined; what token estimators and the mock server read."""
+        """All message text joined (an embedding's input text); what token estimators and the
+        mock server read."""
         parts: list[str] = []
+        if self.is_embedding:
+            value = self.params["input"]
+            texts = [value] if isinstance(value, str) else value
+            if isinstance(texts, list):
+                parts.extend(t for t in texts if isinstance(t, str))
         for message in self.messages:
             content = message.get("content")
             if isinstance(content, str):
@@ -151,7 +193,9 @@ class Result:
         id: the caller's id for the item, if it had one.
         ok: whether a completion arrived.
         text: the completion text (``None`` when failed).
-        finish_reason: why generation stopped (``stop``, ``length``...).
+        finish_reason: why generation stopped, in the same words for every API: ``stop``,
+            ``length``, ``tool_calls``, ``content_filter``, ``refusal`` (another reason passes
+            through as the server said it).
         usage: the tokens the server reported.
         error: why the item failed (``None`` when ok).
         attempts: how many requests were sent for it (0 if never sent).
@@ -168,6 +212,10 @@ class Result:
             the first token to the last event (``None`` when it came in one piece).
         cached: answered from the response cache (``Engine(cache=...)``): nothing was sent,
             ``cost_usd`` is 0 and ``usage`` is what the original answer reported.
+        tool_calls: the tools the model asked to call (``ToolCall``: id, name, arguments).
+        parsed: for a request with a schema (``response_format``, or ``schema=`` in Python),
+            the answer parsed and validated: the JSON value, or an instance of the class.
+        embedding: for an embeddings request, the input's vector (sent packed with others).
     """
 
     index: int
@@ -189,6 +237,11 @@ class Result:
     ttft_s: float | None = None
     output_tokens_per_s: float | None = None
     cached: bool = False
+    # Tools and structured output (issue 11).
+    tool_calls: tuple[ToolCall, ...] = ()
+    parsed: Any = attrs.field(default=None, repr=False)
+    # Embeddings (issue 11): the input's vector, for an embeddings request.
+    embedding: Sequence[float] | None = attrs.field(default=None, repr=False)
 
 
 #: What ``map`` and ``stream`` accept per item: a prompt string, a ``messages`` list, a
@@ -237,7 +290,39 @@ def _request_from_mapping(item: Mapping[str, Any], *, source: str, line: int | N
             raise InputError("prompt must be a string", source=source, line=line, field="$.prompt")
         params = {k: v for k, v in item.items() if k not in ("id", "prompt")}
         return Request.from_prompt(prompt, id=item_id, **params)
-    raise InputError("needs a prompt or messages", source=source, line=line, field="$.prompt")
+    if "input" in item:
+        return _embedding_request(item, item_id, source=source, line=line)
+    raise InputError(
+        "needs a prompt, messages or an input (embeddings)",
+        source=source,
+        line=line,
+        field="$.prompt",
+    )
+
+
+def _embedding_request(
+    item: Mapping[str, Any], item_id: str | None, *, source: str, line: int | None
+) -> Request:
+    """``{"input": "text", ...}``: one input to embed. One input per item, so that each gets
+    its Result; a list of token ids is one input, a list of strings is refused (the engine
+    packs items itself)."""
+    value = item["input"]
+    one_text = isinstance(value, str) and value != ""
+    tokens = (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    )
+    if not (one_text or tokens):
+        raise InputError(
+            "input must be one non-empty string (or a list of token ids): one input per item; "
+            "trio-llm packs many items into each request",
+            source=source,
+            line=line,
+            field="$.input",
+        )
+    params = {k: v for k, v in item.items() if k not in ("id", "custom_id")}
+    return Request(messages=(), params=params, id=item_id)
 
 
 def _is_id(value: object) -> bool:

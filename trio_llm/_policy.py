@@ -21,6 +21,7 @@ kind                    failure                              retry  key     brea
 ``not_found``           404                                  -      -       -        -      -
 ``unprocessable``       422                                  -      -       -        -      -
 ``refused``             the model declined (``refusal``)     -      -       -        -      -
+``invalid_output``      the answer fails its schema          again  -       -        yes    -
 ``no_keys``             every key was dropped                -      -       -        yes    -
 ``deadline``            the item's or the run's deadline     -      -       -        yes    yes
 ``cancelled``           Ctrl-C, the caller left              -      -       -        yes    yes
@@ -33,6 +34,9 @@ Retry ``yes`` waits a jittered exponential backoff (or the server's Retry-After)
 against ``RetryPolicy.attempts``. ``queue`` goes back to the key scheduler at once: the cooled
 key waits out the server's Retry-After while other keys carry on. ``move`` takes another key at
 once and does not count against the attempts: the key was the problem, not the item.
+``again`` asks once more at once, up to ``RetryPolicy.invalid_output_attempts`` (counted apart
+from the transport's attempts): the server did its job, the model's answer did not parse or
+validate against the request's schema.
 
 A server's ``x-should-retry: true|false`` header overrides the retry column, except for key
 problems.
@@ -81,6 +85,7 @@ class ErrorKind(enum.StrEnum):
     NOT_FOUND = "not_found"
     UNPROCESSABLE = "unprocessable"
     REFUSED = "refused"
+    INVALID_OUTPUT = "invalid_output"
     NO_KEYS = "no_keys"
     DEADLINE = "deadline"
     CANCELLED = "cancelled"
@@ -96,6 +101,7 @@ class Retry(enum.Enum):
     BACKOFF = "backoff"  # wait a jittered exponential backoff (or Retry-After); counts
     QUEUE = "queue"  # back to the scheduler at once (the key cools); counts
     MOVE = "move"  # another key at once; does not count (the key was dropped)
+    AGAIN = "again"  # ask again at once; counts against RetryPolicy.invalid_output_attempts
 
 
 class KeyAction(enum.Enum):
@@ -153,6 +159,7 @@ POLICY: Final[Mapping[ErrorKind, Rule]] = MappingProxyType(
         _K.NOT_FOUND: _FINAL,
         _K.UNPROCESSABLE: _FINAL,
         _K.REFUSED: _FINAL,
+        _K.INVALID_OUTPUT: Rule(retry=Retry.AGAIN, rerun=True),
         _K.NO_KEYS: Rule(rerun=True),
         _K.DEADLINE: _STOP,
         _K.CANCELLED: _STOP,

@@ -76,6 +76,10 @@ _DEFAULTS: dict[str, tuple[float, float, float]] = {
     "claude-sonnet-4": (3.00, 0.30, 15.00),
     "claude-sonnet-4-5": (3.00, 0.30, 15.00),
     "claude-opus-4": (15.00, 1.50, 75.00),
+    # Embeddings: input only (OpenAI's list prices).
+    "text-embedding-3-small": (0.02, 0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.13, 0.0),
+    "text-embedding-ada-002": (0.10, 0.10, 0.0),
 }
 
 

@@ -33,10 +33,12 @@ from ._errors import InputError
 from ._events import EventHub
 from ._models import ErrorInfo, Prompt, Request, Result, Usage, to_request
 from ._outcome import Outcome
+from ._packer import pack_items
 from ._policy import ErrorKind, Retry, rule_for
 from ._pricing import PriceTable
-from ._providers import Completion
+from ._providers import Completion, PackLimits
 from ._scheduler import Lease, Scheduler
+from ._structured import OutputSchema, check_output, schema_of_request
 from ._tokens import CharEstimator, Estimator
 
 __all__ = ["Item", "Run", "RunParts", "Source"]
@@ -72,6 +74,8 @@ class RunParts:
     urgent: bool = False
     #: The response cache, if the engine has one.
     cache: CacheSession | None = None
+    #: Embeddings: pack many items into each request (``trio_llm._packer``), up to these.
+    packing: PackLimits | None = None
 
 
 @attrs.define(eq=False)
@@ -96,6 +100,7 @@ class _Progress:
     route: str | None = None
     route_index: int = 0
     rerouted: list[str] = attrs.field(factory=list)
+    parsed: Any = None
 
 
 @attrs.define(eq=False)
@@ -118,8 +123,11 @@ class Run:
         *,
         deadline: float | None = None,
         budget_usd: float | None = None,
+        schema: OutputSchema | None = None,
     ) -> None:
         self.id = f"run-{next(_run_ids)}"
+        #: What every answer of this run must be (``map(..., schema=...)``).
+        self.schema = schema
         self._parts = parts
         self.total = total
         self.deadline = deadline
@@ -176,7 +184,16 @@ class Run:
                     watchers.start_soon(self._stop_at, self.deadline)
                 watchers.start_soon(self._report_keys_every, KEYS_EVENT_INTERVAL_S)
                 async with trio.open_nursery() as nursery:
-                    send, receive = trio.open_memory_channel[Item](2 * workers)
+                    packing = parts.packing
+                    room = 2 * workers if packing is None else max(2 * workers, packing.max_inputs)
+                    send, receive = trio.open_memory_channel[list[Item]](room)
+                    if packing is not None:
+                        # source -> producer -> packer -> workers: one request per pack.
+                        to_workers, receive_packs = trio.open_memory_channel[list[Item]](0)
+                        nursery.start_soon(
+                            pack_items, receive, to_workers, packing, parts.estimator
+                        )
+                        receive = receive_packs
                     async with receive:
                         for _ in range(workers):
                             nursery.start_soon(self._work, receive.clone(), counted)
@@ -197,7 +214,7 @@ class Run:
         )
 
     async def _produce(
-        self, source: Source, items: trio.MemorySendChannel[Item], deliver: Deliver
+        self, source: Source, items: trio.MemorySendChannel[list[Item]], deliver: Deliver
     ) -> None:
         taken: Item | None = None
         async with items:
@@ -212,7 +229,7 @@ class Run:
                             self.source_error = exc
                             break
                         taken = self._item(prompt)
-                        await items.send(taken)
+                        await items.send([taken])
                         taken = None
         if taken is not None:
             # Taken from the source, then the run stopped before a worker got it.
@@ -228,10 +245,14 @@ class Run:
         except Exception as exc:  # an item no coercion rule foresaw: it fails alone
             return Item(index, None, InputError(f"cannot read this item ({exc!r})"))
 
-    async def _work(self, items: trio.MemoryReceiveChannel[Item], deliver: Deliver) -> None:
-        async with items:
-            async for item in items:
-                await deliver(await self.process(item))
+    async def _work(self, packs: trio.MemoryReceiveChannel[list[Item]], deliver: Deliver) -> None:
+        async with packs:
+            async for pack in packs:
+                if len(pack) == 1 and not self._packed(pack[0]):
+                    await deliver(await self.process(pack[0]))
+                else:
+                    for result in await self.process_pack(pack):
+                        await deliver(result)
 
     async def _stop_at(self, deadline: float) -> None:
         await trio.sleep(deadline)
@@ -257,28 +278,55 @@ class Run:
         """Send one item (with retries) and return its one Result."""
         if item.request is None:
             assert item.problem is not None
-            outcome = Outcome(kind=ErrorKind.INVALID_INPUT, message=str(item.problem), sent=False)
-            return self._failed(item.index, item.problem.item_id, _Progress(), outcome)
+            invalid = Outcome(kind=ErrorKind.INVALID_INPUT, message=str(item.problem), sent=False)
+            return self._failed(item.index, item.problem.item_id, _Progress(), invalid)
         request = item.request
         if self.stopped is not None:
             return self._not_done(item.index, request, 0)
+        claim = await self._claim(request)
+        try:
+            if claim is not None and claim.hit is not None:
+                return self._cached(item.index, request, *claim.hit)
+            outcome, progress = await self._send(item.index, request)
+            if claim is not None and outcome is not None and outcome.ok and outcome.completion:
+                await self._store(claim, progress.route_index, outcome.completion)
+        finally:
+            if claim is not None:
+                claim.release()  # identical items waiting for this one go on
+        if outcome is None:  # cancelled by the run's stop
+            return self._not_done(item.index, request, progress.sent, progress)
+        if outcome.ok:
+            return self._succeeded(item.index, request, progress, outcome)
+        return self._failed(item.index, request.id, progress, outcome)
+
+    async def _claim(self, request: Request) -> CacheClaim | None:
+        """The response cache's answer for ``request`` or the right to store one (identical
+        requests in flight wait for the first); ``None`` without a cache. The cache only
+        saves requests: when it fails (a broken file), the item is sent as if there were none.
+        """
+        cache = self._parts.cache
+        if cache is None:
+            return None
+        try:
+            return await cache.claim(request)
+        except Exception:
+            return None
+
+    async def _store(self, claim: CacheClaim, route: int, completion: Completion) -> None:
+        with contextlib.suppress(Exception):  # as in _claim: an answer is never lost to it
+            await claim.store(route, completion)
+
+    async def _send(self, index: int, request: Request) -> tuple[Outcome | None, _Progress]:
+        """Send ``request`` with retries: how it ended (``None``: the run's stop cancelled
+        it), and what happened on the way."""
         progress = _Progress()
         scope = trio.CancelScope()
         self._item_scopes.add(scope)
         ended: Outcome | None = None
-        claim: CacheClaim | None = None
-        cache = self._parts.cache
         try:
             with scope:
                 try:
-                    if cache is not None:
-                        # Before any slot or lease: a hit takes nothing from the limits.
-                        claim = await cache.claim(request)
-                        if claim is not None and claim.hit is not None:
-                            return self._cached(item.index, request, *claim.hit)
-                    ended = await self._attempts(item.index, request, progress, scope)
-                    if claim is not None and ended.completion is not None:
-                        await claim.store(progress.route_index, ended.completion)
+                    ended = await self._attempts(index, request, progress, scope)
                 except Exception as exc:
                     # A bug, or something no table foresaw, in this item only: it fails alone.
                     ended = Outcome(
@@ -287,23 +335,116 @@ class Run:
                         sent=False,
                     )
         finally:
-            if claim is not None:
-                claim.release()  # identical items waiting for this one go on
             self._item_scopes.discard(scope)
             self._release_budget(progress, None)
         if ended is not None:
-            outcome = ended
-        elif self.stopped is not None:  # cancelled by the run's stop
-            return self._not_done(item.index, request, progress.sent, progress)
-        else:  # the item's own deadline
-            outcome = Outcome(
-                kind=ErrorKind.DEADLINE,
-                message=f"gave up after the item's deadline of {self._parts.retry.deadline}s",
-                sent=False,
-            )
+            return ended, progress
+        if self.stopped is not None:  # cancelled by the run's stop
+            return None, progress
+        # The item's own deadline.
+        message = f"gave up after the item's deadline of {self._parts.retry.deadline}s"
+        return Outcome(kind=ErrorKind.DEADLINE, message=message, sent=False), progress
+
+    # --- packs of items (embeddings) -----------------------------------------------------
+    def _packed(self, item: Item) -> bool:
+        return (
+            self._parts.packing is not None
+            and item.request is not None
+            and item.request.is_embedding
+        )
+
+    async def process_pack(self, pack: list[Item]) -> list[Result]:
+        """Send a pack of items as one request (with retries); one Result per item.
+
+        Every item of the pack shares its attempts and its outcome. A final failure that may
+        be one input's fault (400, 422, too long) splits the pack in halves, each sent again,
+        so that one bad input fails alone.
+        """
+        unfit = [item for item in pack if not self._packed(item)]
+        pack = [item for item in pack if self._packed(item)]
+        results = [await self.process(item) for item in unfit]
+        if not pack:
+            return results
+        requests = [item.request for item in pack]
+        assert all(r is not None for r in requests)
+        first = pack[0].request
+        assert first is not None
+        if self.stopped is not None:
+            return results + [self._not_done(i.index, i.request, 0) for i in pack]
+        inputs = [r.params["input"] for r in requests if r is not None]
+        combined = Request(messages=(), params={**first.params, "input": inputs}, id=first.id)
+        outcome, progress = await self._send(pack[0].index, combined)
+        if outcome is None:
+            return results + [
+                self._not_done(i.index, i.request, progress.sent, progress) for i in pack
+            ]
         if outcome.ok:
-            return self._succeeded(item.index, request, progress, outcome)
-        return self._failed(item.index, request.id, progress, outcome)
+            return results + self._split(pack, progress, outcome)
+        if len(pack) > 1 and outcome.kind in _ONE_INPUTS_FAULT and self.stopped is None:
+            half = len(pack) // 2
+            return (
+                results
+                + await self.process_pack(pack[:half])
+                + await self.process_pack(pack[half:])
+            )
+        return results + [
+            self._failed(i.index, None if i.request is None else i.request.id, progress, outcome)
+            for i in pack
+        ]
+
+    def _split(self, pack: list[Item], progress: _Progress, outcome: Outcome) -> list[Result]:
+        """A packed answer as one succeeded Result per item: its vector, its share of the
+        usage (by its estimate; the shares add up to what the server reported)."""
+        completion = outcome.completion
+        assert completion is not None
+        vectors = completion.embeddings
+        if vectors is None or len(vectors) != len(pack):
+            got = "no" if vectors is None else len(vectors)
+            wrong = Outcome(
+                kind=ErrorKind.MALFORMED,
+                message=f"{got} vectors in the answer to {len(pack)} inputs",
+                status=outcome.status,
+                request_id=outcome.request_id,
+            )
+            return [
+                self._failed(i.index, None if i.request is None else i.request.id, progress, wrong)
+                for i in pack
+            ]
+        requests = [i.request for i in pack if i.request is not None]
+        usage = completion.usage
+        shares = (
+            None
+            if usage is None
+            else _shares(usage.prompt_tokens, [self._parts.estimator(r) for r in requests])
+        )
+        raw = completion.raw
+        results = []
+        for position, (item, request) in enumerate(zip(pack, requests, strict=True)):
+            own_usage = None if shares is None else Usage(prompt_tokens=shares[position])
+            own_raw: dict[str, Any] = {}
+            if self._parts.keep_raw:
+                # The body this input would have had, sent alone (Batch API output lines).
+                used = 0 if own_usage is None else own_usage.prompt_tokens
+                own_raw = {
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": 0, "embedding": vectors[position]}],
+                    "model": raw.get("model", progress.model),
+                    "usage": {"prompt_tokens": used, "total_tokens": used},
+                }
+            own = Completion(
+                text="",
+                finish_reason=None,
+                usage=own_usage,
+                request_id=completion.request_id,
+                raw=own_raw,
+                embeddings=(vectors[position],),
+            )
+            results.append(
+                self._succeeded(
+                    item.index, request, progress, attrs.evolve(outcome, completion=own)
+                )
+            )
+        return results
 
     async def _attempts(
         self, index: int, request: Request, progress: _Progress, scope: trio.CancelScope
@@ -345,8 +486,12 @@ class Run:
         stop."""
         parts = self._parts
         policy = parts.retry
+        schema = self.schema or schema_of_request(request)
+        if self.schema is not None and "response_format" not in request.params:
+            format_ = self.schema.response_format()
+            request = attrs.evolve(request, params={**request.params, "response_format": format_})
         tokens = parts.estimator(request)
-        tries = malformed = moves = 0
+        tries = malformed = moves = invalid = 0
         first_refusal: float | None = None
 
         def admit(lease: Lease) -> Outcome | None:
@@ -397,6 +542,9 @@ class Run:
                     urgent=parts.urgent,
                 )
             self._release_budget(progress, outcome)
+            if outcome.ok and schema is not None:
+                # Checked on the way back: an answer that fails its schema is asked again.
+                outcome, progress.parsed = check_output(outcome, schema)
             if outcome.ok or not outcome.sent:
                 # A completion; or nothing could be sent for it (final).
                 return outcome
@@ -404,6 +552,22 @@ class Run:
             rule = rule_for(outcome.kind, outcome.should_retry)
             if rule.retry is Retry.NO:
                 return outcome
+            if rule.retry is Retry.AGAIN:
+                # The model's answer, not the transport: counted apart, asked again at once.
+                invalid += 1
+                if invalid >= policy.invalid_output_attempts:
+                    return outcome
+                parts.events.emit(
+                    ev.REQUEST_RETRYING,
+                    index=index,
+                    id=request.id,
+                    attempt=progress.sent,
+                    kind=outcome.kind.value,
+                    status=outcome.status,
+                    key_id=progress.key_id,
+                    wait_s=0.0,
+                )
+                continue
             if rule.retry is Retry.MOVE:
                 # The key was the problem (and is dropped): another key, at once, not counted.
                 moves += 1
@@ -548,6 +712,7 @@ class Run:
         if (
             usage is not None
             and request.max_tokens is None
+            and not request.is_embedding
             and isinstance(parts.estimator, CharEstimator)
         ):
             parts.estimator.observe(usage.completion_tokens)
@@ -585,6 +750,9 @@ class Run:
             **self._where(progress),
             ttft_s=outcome.ttft_s,
             output_tokens_per_s=rate,
+            embedding=None if not completion.embeddings else completion.embeddings[0],
+            tool_calls=completion.tool_calls,
+            parsed=progress.parsed,
         )
 
     def _cached(self, index: int, request: Request, route: int, completion: Completion) -> Result:
@@ -645,6 +813,26 @@ def _tokens_per_s(usage: Usage | None, generation_s: float | None) -> float | No
     if usage is None or not generation_s or generation_s <= 0:
         return None
     return usage.completion_tokens / generation_s
+
+
+#: Final failures of a pack that one of its inputs may have caused: the pack is split.
+_ONE_INPUTS_FAULT = frozenset(
+    {ErrorKind.BAD_REQUEST, ErrorKind.CONTEXT_LENGTH, ErrorKind.UNPROCESSABLE}
+)
+
+
+def _shares(total: int, weights: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights``, in whole numbers that add up to it
+    (largest remainders first)."""
+    weight = sum(weights)
+    if weight <= 0:
+        weights, weight = [1] * len(weights), len(weights)
+    exact = [total * w / weight for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: shares[i] - exact[i])
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 def _where(exc: BaseException) -> str:

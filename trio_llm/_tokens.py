@@ -48,7 +48,9 @@ class CharEstimator:
         return max(1, -(-chars // 4)) + _PER_MESSAGE * len(request.messages)
 
     def completion_tokens(self, request: Request) -> int:
-        """The completion's expected tokens."""
+        """The completion's expected tokens (none for an embedding: it generates nothing)."""
+        if request.is_embedding:
+            return 0
         cap = request.max_tokens
         if cap is not None:
             return cap

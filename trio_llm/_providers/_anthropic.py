@@ -23,6 +23,7 @@ from ._base import (
     stream_error,
     token_count,
 )
+from ._tools import anthropic_finish, anthropic_tool_calls
 
 __all__ = ["AnthropicMessages", "MessagesStreamDecoder"]
 
@@ -128,9 +129,10 @@ class AnthropicMessages:
             )
             usage = _usage(data.get("usage") or {})
             stop = data.get("stop_reason")
+            tool_calls = anthropic_tool_calls(blocks)
         except PARSE_ERRORS as exc:
             raise malformed(status, request_id, "a Messages response", exc) from None
-        if stop == "refusal" and not text:
+        if stop == "refusal" and not text and not tool_calls:
             raise ProviderError(
                 ErrorKind.REFUSED,
                 "the model refused (stop_reason: refusal)",
@@ -140,10 +142,11 @@ class AnthropicMessages:
             )
         return Completion(
             text=text,
-            finish_reason=stop if isinstance(stop, str) else None,
+            finish_reason=anthropic_finish(stop),
             usage=usage,
             request_id=request_id,
             raw=data,
+            tool_calls=tool_calls,
         )
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:

@@ -14,7 +14,7 @@ half-streamed text is never a success.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -22,7 +22,7 @@ import orjson
 
 from .._errors import ConfigurationError, ProviderError
 from .._headers import RateLimitInfo, parse_rate_limit_headers
-from .._models import ErrorKind, Request, Usage
+from .._models import ErrorKind, Request, ToolCall, Usage
 from .._policy import classify_status, classify_stream_error
 from .._sse import ServerSentEvent
 
@@ -99,6 +99,10 @@ class Completion:
     usage: Usage | None
     request_id: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    # Tool calls (issue 11): what the model asked to call.
+    tool_calls: tuple[ToolCall, ...] = ()
+    # Embeddings (issue 11): one vector per input sent, in the order sent.
+    embeddings: tuple[Sequence[float], ...] | None = attrs.field(default=None, repr=False)
 
 
 @runtime_checkable

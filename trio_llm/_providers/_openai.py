@@ -24,6 +24,7 @@ from ._base import (
     stream_error,
     token_count,
 )
+from ._tools import openai_finish, openai_tool_calls
 
 __all__ = ["ChatStreamDecoder", "OpenAICompatible"]
 
@@ -126,10 +127,11 @@ class OpenAICompatible:
             refusal = message.get("refusal")
             text = _content_text(message.get("content"))
             usage = _usage(data.get("usage"))
-            finish = choice.get("finish_reason")
+            finish = openai_finish(choice.get("finish_reason"), refused=bool(refusal))
+            tool_calls = openai_tool_calls(message)
         except PARSE_ERRORS as exc:
             raise malformed(status, request_id, "a chat completion", exc) from None
-        if refusal and not text:
+        if refusal and not text and not tool_calls:
             raise ProviderError(
                 ErrorKind.REFUSED,
                 f"the model refused: {refusal}",
@@ -139,10 +141,11 @@ class OpenAICompatible:
             )
         return Completion(
             text=text,
-            finish_reason=finish if isinstance(finish, str) else None,
+            finish_reason=finish,
             usage=usage,
             request_id=request_id,
             raw=data,
+            tool_calls=tool_calls,
         )
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo:

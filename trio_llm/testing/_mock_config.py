@@ -45,6 +45,8 @@ FaultKind: TypeAlias = Literal[
     # Streamed answers (issue 11).
     "stream_error",
     "stream_stall",
+    # Issue 11: an answer to a response_format cut in half (not valid JSON).
+    "invalid_json",
 ]
 """A kind of injected fault. See :class:`MockServerConfig` for what the client sees."""
 
@@ -184,6 +186,7 @@ class MockServerConfig:
       maximum"; ``"anthropic_overloaded"``: Anthropic's 529 ``overloaded_error``;
       ``"anthropic_credit_balance"``: Anthropic's 400 "Your credit balance is too low".
     - ``"litellm_unknown_key"``: LiteLLM's 400 ``no_db_connection`` ("No connected db.").
+    - ``"invalid_json"``: a 200 whose answer (JSON for a ``response_format``) is cut in half.
 
     These are opt-in (never in :data:`DEFAULT_FAULT_MIX`); error bodies keep their server's
     shape on either route.
@@ -260,6 +263,10 @@ class MockServerConfig:
             completion fast-forwarded, the way a test wants it.
         batch_after_s: or once this many seconds have passed since it was created (on the
             server's clock), whichever comes first.
+        embedding_model: the model of ``/v1/embeddings`` when a request names none.
+        model_rpm / model_tpm: per-model limits, per key, as providers enforce them: a model
+            named here has buckets of its own on every key (and its own headers); other models
+            share the key's ``rpm`` / ``tpm``.
     """
 
     model: str = "mock-gpt"
@@ -293,6 +300,10 @@ class MockServerConfig:
     )
     batch_polls: int = attrs.field(default=2, validator=v.ge(1))
     batch_after_s: float | None = attrs.field(default=None, validator=v.optional(_non_negative))
+    # Issue 11: embeddings and per-model limits.
+    embedding_model: str = "text-embedding-3-small"
+    model_rpm: Mapping[str, int] = attrs.field(factory=dict, converter=dict)
+    model_tpm: Mapping[str, int] = attrs.field(factory=dict, converter=dict)
 
     @property
     def limited(self) -> bool:
@@ -305,11 +316,21 @@ class MockServerConfig:
             or self.rpd is not None
             or self.itpm is not None
             or self.otpm is not None
+            or bool(self.model_rpm)
+            or bool(self.model_tpm)
         )
 
-    def limits_of(self, key: str) -> tuple[int | None, int | None]:
-        """The (rpm, tpm) of one key: its override, else the default."""
-        return self.key_rpm.get(key, self.rpm), self.key_tpm.get(key, self.tpm)
+    def limits_of(self, key: str, model: str | None = None) -> tuple[int | None, int | None]:
+        """The (rpm, tpm) of one key (for ``model``, if it has limits of its own): its
+        override, else the default."""
+        rpm, tpm = self.key_rpm.get(key, self.rpm), self.key_tpm.get(key, self.tpm)
+        if model is not None and self.has_own_limits(model):
+            rpm, tpm = self.model_rpm.get(model, rpm), self.model_tpm.get(model, tpm)
+        return rpm, tpm
+
+    def has_own_limits(self, model: str) -> bool:
+        """Whether ``model`` has buckets of its own on each key."""
+        return model in self.model_rpm or model in self.model_tpm
 
     def to_json(self) -> str:
         """Serialize to JSON (how :class:`MockServerProcess` hands the config to its child)."""

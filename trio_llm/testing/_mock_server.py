@@ -7,16 +7,20 @@ behind ``httpx.ASGITransport`` with no socket at all.
 Routes:
 
 - ``POST /v1/chat/completions`` (and ``/chat/completions``): JSON or SSE (``"stream": true``).
+- ``POST /v1/embeddings`` (and ``/embeddings``): deterministic vectors (``_mock_embeddings``).
 - ``POST /v1/messages`` (and ``/messages``): Anthropic's Messages API, JSON or SSE, with
   Anthropic's error shapes and (by default) its ``anthropic-ratelimit-*`` headers.
 - ``POST /v1/responses`` (and ``/responses``): OpenAI's Responses API, JSON or SSE
   (``response.*`` events), with OpenAI's error shapes and headers.
+- ``POST /openai/deployments/{deployment}/chat/completions`` (and ``/embeddings``) with an
+  ``api-version`` query: Azure OpenAI (the deployment is the default model; 404 without it).
+
+- ``GET /v1/models``: the configured model.
+- ``GET /stats`` / ``POST /stats/reset``: the counters of :class:`MockStats`.
 
 A streamed answer starts ``latency`` after the request (its first token: the time to first
 token) and sends one token per chunk, ``latency_per_token`` apart. The ``stream_error`` fault
 breaks it off halfway with the API's error event, ``stream_stall`` stops sending halfway.
-- ``GET /v1/models``: the configured model.
-- ``GET /stats`` / ``POST /stats/reset``: the counters of :class:`MockStats`.
 
 A key is read from ``Authorization: Bearer``, ``api-key`` (Azure) or ``x-api-key``
 (Anthropic).
@@ -45,9 +49,11 @@ from . import _mock_shapes as shapes
 from ._mock_batches import MAX_BATCH_BYTES, MockBatches
 from ._mock_config import FAULT_KINDS, FaultKind, MockServerConfig
 from ._mock_content import count_tokens, mock_reply, prompt_digest, truncate_to_tokens
+from ._mock_embeddings import handle_embeddings
 from ._mock_headers import Api, limit_headers, resolve_dialect, retry_headers
 from ._mock_limits import Admission, KeyLimits, LimitName
 from ._mock_stats import MockStats, StatsCounter, key_fingerprint
+from ._mock_structured import ToolPlan, json_answer, plan_tool_call
 
 __all__ = ["MockApp", "Receive", "Scope", "Send"]
 
@@ -63,7 +69,14 @@ _JSON: Final = (b"content-type", b"application/json")
 
 #: Faults answered by the success path with a different body (they still produce a reply).
 _BODY_VARIANTS: Final = frozenset(
-    {"refusal", "content_parts", "empty_choices", "openai_usage_details", "anthropic_cache_usage"}
+    {
+        "refusal",
+        "content_parts",
+        "empty_choices",
+        "openai_usage_details",
+        "anthropic_cache_usage",
+        "invalid_json",
+    }
 )
 #: Body variants that are not a usable answer (not counted as successes).
 #: Faults of a streamed answer: it starts, then breaks off halfway (for a whole answer: a 500,
@@ -87,6 +100,7 @@ _ANTHROPIC_TYPES: Final = {
     529: "overloaded_error",
 }
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+_AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)$")
 _DIRECTIVE = re.compile(r"\[\[fault:([A-Za-z0-9_]+)(?:\*(\d+))?\]\]")
 _HTML_502: Final = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -170,6 +184,7 @@ class _Chat:
         "shape",
         "stream",
         "token_cost",
+        "tool_call",
     )
 
     api: Api
@@ -187,6 +202,7 @@ class _Chat:
     shape: Shape
     stream: bool
     token_cost: int
+    tool_call: ToolPlan | None
 
     def __init__(
         self, body: Any, default_model: str, api: Api = "openai", shape: Shape | None = None
@@ -239,6 +255,17 @@ class _Chat:
         else:
             self.content = full
             self.completion_tokens = full_tokens
+            self.finish_reason = "stop"
+        # Tools and structured output (issue 11): a tool call, or JSON for the schema.
+        self.tool_call = plan_tool_call(body, self.digest, api)
+        answer = None if self.tool_call is not None else json_answer(body, self.digest, full)
+        if self.tool_call is not None:
+            self.content = ""
+            self.completion_tokens = count_tokens(json.dumps(self.tool_call.arguments))
+            self.finish_reason = "tool_calls"
+        elif answer is not None:
+            self.content = answer
+            self.completion_tokens = count_tokens(answer)
             self.finish_reason = "stop"
         # Charged at admission like a provider does: the prompt plus the most it may generate.
         self.token_cost = self.prompt_tokens + self.output_cost
@@ -352,6 +379,18 @@ class MockApp:
         method = scope["method"]
         api: Api | None = None
         shape: Shape = "chat"
+        azure = _AZURE_PATH.match(path)
+        if azure is not None:
+            # Azure OpenAI (issue 11): OpenAI's API on a deployment, with an api-version.
+            if b"api-version=" not in scope.get("query_string", b""):
+                body = {"error": {"code": "404", "message": "Resource not found"}}
+                await _send_json(send, 404, body)
+                return
+            path = "/v1/" + azure.group(2)
+            scope = {**scope, "azure_deployment": azure.group(1)}
+        if path in ("/v1/embeddings", "/embeddings") and method == "POST":
+            await handle_embeddings(self, scope, receive, send)
+            return
         if path in ("/v1/chat/completions", "/chat/completions"):
             api = "openai"
         elif path in ("/v1/messages", "/messages"):
@@ -431,14 +470,16 @@ class MockApp:
                 return  # the client went away
             self._authenticate(key, fingerprint, api, rid)
             try:
-                chat = _Chat(json.loads(raw), self.config.model, api, shape)
+                model = scope.get("azure_deployment") or self.config.model
+                chat = _Chat(json.loads(raw), model, api, shape)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 raise _bad_request(f"The body is not valid JSON: {exc}") from None
+            stats.by_model[chat.model] = stats.by_model.get(chat.model, 0) + 1
             fault = self._directive_fault(chat)
             assert key is not None  # _authenticate refused a missing key
             self._check_outage(chat, rid)
             if self.config.limited:
-                limits = self._limits_for(key, anyio.current_time())
+                limits = self._limits_for(key, anyio.current_time(), chat.model)
                 admission = limits.admit(chat.costs(), anyio.current_time())
                 if admission.limited_by is not None and self.config.hold_s > 0:
                     admission = await self._hold(limits, chat, admission)
@@ -497,6 +538,8 @@ class MockApp:
         elif variant == "empty_choices":
             chat.content = ""
             chat.completion_tokens = 0
+        elif variant == "invalid_json":
+            chat.content = chat.content[: len(chat.content) // 2]
 
         latency = self._draw_latency()
 
@@ -587,11 +630,14 @@ class MockApp:
             )  # fmt: skip
             raise _HTTPError(429, body, native=True)
 
-    def _limits_for(self, key: str, now: float) -> KeyLimits:
-        limits = self._limits.get(key)
+    def _limits_for(self, key: str, now: float, model: str | None = None) -> KeyLimits:
+        # A model with limits of its own has buckets of its own on the key (issue 11).
+        own = model is not None and self.config.has_own_limits(model)
+        slot = f"{key}\0{model}" if own else key
+        limits = self._limits.get(slot)
         if limits is None:
             config = self.config
-            rpm, tpm = config.limits_of(key)
+            rpm, tpm = config.limits_of(key, model)
             limits = KeyLimits(
                 {
                     "requests": rpm,
@@ -606,7 +652,7 @@ class MockApp:
                 wall_offset=self._wall() - now,
                 exhausted=config.start_exhausted,
             )
-            self._limits[key] = limits
+            self._limits[slot] = limits
         return limits
 
     async def _hold(self, limits: KeyLimits, chat: _Chat, admission: Admission) -> Admission:
@@ -808,6 +854,9 @@ class MockApp:
                  "closed": True},
                 {"type": "text", "text": chat.content},
             ]}  # fmt: skip
+        elif chat.tool_call is not None:
+            message = {"role": "assistant", "content": None, "refusal": None,
+                       "tool_calls": [chat.tool_call.openai()]}  # fmt: skip
         else:
             message = {"role": "assistant", "content": chat.content, "refusal": None}
         return {
@@ -834,8 +883,12 @@ class MockApp:
             "type": "message",
             "role": "assistant",
             "model": chat.model,
-            "content": [{"type": "text", "text": chat.content}],
-            "stop_reason": "max_tokens" if chat.finish_reason == "length" else "end_turn",
+            "content": [chat.tool_call.anthropic()]
+            if chat.tool_call is not None
+            else [{"type": "text", "text": chat.content}],
+            "stop_reason": {"length": "max_tokens", "tool_calls": "tool_use"}.get(
+                chat.finish_reason, "end_turn"
+            ),
             "stop_sequence": None,
             "usage": shapes.anthropic_usage(
                 chat.prompt_tokens,

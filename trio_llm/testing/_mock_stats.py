@@ -42,6 +42,8 @@ class MockStats:
         batch_creates: Batch API batches created (OpenAI and Anthropic).
         batch_lines: requests in them.
         files_uploaded: files uploaded to ``/v1/files``.
+        embedded_inputs: inputs answered with a vector by ``/v1/embeddings``.
+        by_model: requests by the model they named.
     """
 
     total_requests: int = 0
@@ -57,6 +59,8 @@ class MockStats:
     batch_creates: int = 0
     batch_lines: int = 0
     files_uploaded: int = 0
+    embedded_inputs: int = 0
+    by_model: Mapping[str, int] = attrs.field(factory=dict)
 
     def to_json(self) -> str:
         """Return the JSON served by ``GET /stats`` (status codes become string keys)."""
@@ -93,6 +97,8 @@ class StatsCounter:
         self.batch_creates = 0
         self.batch_lines = 0
         self.files_uploaded = 0
+        self.embedded_inputs = 0
+        self.by_model: dict[str, int] = {}
         # 8 bytes of each succeeded prompt's sha256: a million prompts cost ~100 MB, not ~300.
         self.succeeded_prompts: set[int] = set()
 
@@ -112,4 +118,6 @@ class StatsCounter:
             batch_creates=self.batch_creates,
             batch_lines=self.batch_lines,
             files_uploaded=self.files_uploaded,
+            embedded_inputs=self.embedded_inputs,
+            by_model=dict(self.by_model),
         )
