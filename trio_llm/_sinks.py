@@ -47,6 +47,7 @@ from ._models import ErrorInfo, Request
 from ._policy import POLICY
 
 if TYPE_CHECKING:
+    from ._split import ResultSource
     from ._summary import RunSummary
 
 __all__ = ["FileRunReport", "InputChangedError", "OutputJournal", "run_file"]
@@ -231,7 +232,7 @@ def _changed(
 
 
 async def run_file(
-    engine: Engine,
+    engine: Engine | ResultSource,
     input_path: str | Path,
     output_path: str | Path,
     *,
@@ -244,7 +245,7 @@ async def run_file(
     """Run every line of a JSONL file through ``engine``; see the module docs.
 
     Args:
-        engine: the engine to send with.
+        engine: the engine to send with (or a ``SplitRun``: workers in other processes).
         input_path: the JSONL input, or ``"-"`` for stdin.
         output_path: the JSONL output (the journal), or ``"-"`` for stdout.
         failed_path: where failed items go, as their input lines.
