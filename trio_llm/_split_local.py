@@ -176,7 +176,10 @@ class LocalLink:
         """Read the parent's replies until the socket closes (then every call fails)."""
         try:
             while True:
-                message = await self._link.receive()
+                try:
+                    message = await self._link.receive()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    message = None
                 if message is None:
                     break
                 waiter = self._waiting.pop(message[0], None)
