@@ -39,6 +39,7 @@ BENCHMARKS: tuple[str, ...] = (
     "mock_capacity",
     "faults",
     "resume",
+    "scale_out",
 )
 
 
@@ -108,6 +109,15 @@ def _mock_capacity(s: Mapping[str, Any]) -> str:
     return ", ".join(f"{r['server']} {r['generator']} {r['req_per_s']:,} req/s" for r in s["rows"])
 
 
+def _scale_out(s: Mapping[str, Any]) -> str:
+    limited = ", ".join(
+        f"{mode} {_f(row['wall_over_floor'])}x floor {_f(100 * row['share_429'], '.1f')}% 429"
+        for mode, row in s["limited"].items()
+    )
+    unlimited = ", ".join(f"{m} {_f(x)}x" for m, x in s["unlimited_vs_aiohttp"].items())
+    return f"{limited}; vs aiohttp: {unlimited}"
+
+
 #: Headline figures per known benchmark; others get their summary's scalar values.
 HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "overhead": _overhead,
@@ -116,6 +126,7 @@ HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "rate_limits": _rate_limits,
     "sync_vs_async": _sync_vs_async,
     "mock_capacity": _mock_capacity,
+    "scale_out": _scale_out,
 }
 
 
