@@ -316,6 +316,9 @@ class Scheduler:
         self._refunds: list[StoreBucket] = []
         self._cools: list[tuple[str, float]] = []
         self._drops: list[tuple[str, str]] = []
+        # One asker at a time per key and model: the others wait here, in their order, instead
+        # of all asking the store again at the moment it named (a herd of refusals).
+        self._askers: dict[str, trio.Lock] = {}
         self._endpoints: list[_Endpoint] = []
         self._slots: list[_Slot] = []
         # One queue in arrival order, kept in parts (one per key and model) for speed.
@@ -414,41 +417,48 @@ class Scheduler:
         store = self._store
         assert store is not None
         slot, rates = want.slot, want.rates
+        asker = self._askers.setdefault(f"{slot.store_name}:{rates.model}", trio.Lock())
         try:
-            while True:
-                buckets = self._store_buckets(slot, rates, want.tokens)
-                refunds, self._refunds = self._refunds, []
-                cool, self._cools = self._cools, []
-                drop, self._drops = self._drops, []
-                reply = await store.take(
-                    buckets,
-                    cooling=[slot.store_name + ":" + rates.model],
-                    refunds=refunds,
-                    cool=cool,
-                    drop=drop,
-                    dropped_of=[s.store_name for s in self._slots if s.dropped is None],
-                )
-                for name, reason in reply.dropped:
-                    for other in self._slots:
-                        if other.store_name == name and other.dropped is None:
-                            self._drop(
-                                other,
-                                Outcome(
-                                    kind=ErrorKind.AUTH,
-                                    message=f"dropped by another process sharing it: {reason}",
-                                ),
-                                share=False,
-                            )
-                if slot.dropped is not None:
-                    self._unreserve(want)
-                    return False
-                if reply.wait_s <= 0:
-                    return True
-                # At least a millisecond: a store's clock and ours never agree to the last bit.
-                await trio.sleep(max(reply.wait_s, 0.001))
+            async with asker:
+                return await self._ask_store(want, store)
         except BaseException:
             self._unreserve(want)
             raise
+
+    async def _ask_store(self, want: _Want, store: LimitsStore) -> bool:
+        """``_shared``'s loop, for the one request of its key and model asking the store."""
+        slot, rates = want.slot, want.rates
+        while True:
+            buckets = self._store_buckets(slot, rates, want.tokens)
+            refunds, self._refunds = self._refunds, []
+            cool, self._cools = self._cools, []
+            drop, self._drops = self._drops, []
+            reply = await store.take(
+                buckets,
+                cooling=[slot.store_name + ":" + rates.model],
+                refunds=refunds,
+                cool=cool,
+                drop=drop,
+                dropped_of=[s.store_name for s in self._slots if s.dropped is None],
+            )
+            for name, reason in reply.dropped:
+                for other in self._slots:
+                    if other.store_name == name and other.dropped is None:
+                        self._drop(
+                            other,
+                            Outcome(
+                                kind=ErrorKind.AUTH,
+                                message=f"dropped by another process sharing it: {reason}",
+                            ),
+                            share=False,
+                        )
+            if slot.dropped is not None:
+                self._unreserve(want)
+                return False
+            if reply.wait_s <= 0:
+                return True
+            # At least a millisecond: a store's clock and ours never agree to the last bit.
+            await trio.sleep(max(reply.wait_s, 0.001))
 
     def _store_buckets(self, slot: _Slot, rates: RateModel, tokens: float) -> list[StoreBucket]:
         """The buckets a request of ``tokens`` on ``slot`` takes from in the store.
