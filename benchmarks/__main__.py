@@ -42,6 +42,7 @@ BENCHMARKS: tuple[str, ...] = (
     "cache",
     "offload",
     "embeddings",
+    "scale_out",
 )
 
 
@@ -137,6 +138,15 @@ def _offload(s: Mapping[str, Any]) -> str:
     )
 
 
+def _scale_out(s: Mapping[str, Any]) -> str:
+    limited = ", ".join(
+        f"{mode} {_f(row['wall_over_floor'])}x floor {_f(100 * row['share_429'], '.1f')}% 429"
+        for mode, row in s["limited"].items()
+    )
+    unlimited = ", ".join(f"{m} {_f(x)}x" for m, x in s["unlimited_vs_aiohttp"].items())
+    return f"{limited}; vs aiohttp: {unlimited}"
+
+
 #: Headline figures per known benchmark; others get their summary's scalar values.
 HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "overhead": _overhead,
@@ -148,6 +158,7 @@ HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "cache": _cache,
     "offload": _offload,
     "embeddings": _embeddings,
+    "scale_out": _scale_out,
 }
 
 

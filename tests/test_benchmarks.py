@@ -86,6 +86,25 @@ def test_overhead_runs_small(tmp_path: Path) -> None:
     assert summary["progress_on_vs_off"] > 0
 
 
+@pytest.mark.slow
+def test_scale_out_runs_small(tmp_path: Path) -> None:
+    """The scale-out benchmark runs small: every split mode answers each id once, the
+    server's busiest second per key stays near rate + burst, and throughput is reported."""
+    from benchmarks import scale_out
+
+    document = scale_out.main(
+        ["--quick", "--n", "120", "--rpm", "1200", "--unlimited-n", "300", "--json",
+         str(tmp_path / "s.json")]
+    )  # fmt: skip
+    summary = document["summary"]
+    assert {"--processes 1", "--processes 2", "--processes 4"} <= set(summary["limited"])
+    for row in summary["limited"].values():
+        assert row["lost"] == 0
+        assert row["duplicated"] == 0
+        assert row["busiest_second_per_key"] <= row["allowed_per_second"] + 2
+    assert summary["unlimited_req_per_s"]["--processes 2"] > 0
+
+
 # --- python -m benchmarks -------------------------------------------------------------------
 
 

@@ -119,6 +119,8 @@ _RUN_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "cache": (str, None),
     "cache_ttl": (float, None),
     "cache_max_mb": (float, None),
+    "redis": (str, None),
+    "lease": (float, 10.0),
 }
 
 
@@ -331,6 +333,35 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         help="serve Prometheus metrics on http://HOST:PORT/metrics while the run lasts "
         "(every interface unless HOST is given; 0 picks a free port; needs trio-llm[metrics])",
     )
+    split = run.add_argument_group(
+        "one run over many processes or hosts",
+        "--processes N: N worker processes on this host, limits kept by this one. "
+        "--redis URL: limits shared with every run on the same keys through Redis; with "
+        "--workers N this command coordinates (reads INPUT, writes OUTPUT) and starts N "
+        "workers; the same command with --join on other hosts adds workers to it "
+        "(the run is named after OUTPUT's file name). --concurrency is per worker.",
+    )
+    split.add_argument(
+        "--processes", type=int, default=None, help="worker processes on this host (default 1)"
+    )
+    split.add_argument("--redis", default=None, help="redis://HOST:PORT/DB for shared limits")
+    split.add_argument(
+        "--workers", type=int, default=None, help="with --redis: worker processes to start here"
+    )
+    split.add_argument(
+        "--join",
+        action="store_true",
+        help="with --redis: only work for the run a coordinator of the same OUTPUT name runs",
+    )
+    split.add_argument(
+        "--lease",
+        type=float,
+        default=None,
+        help="seconds before the items of a worker that went silent go to another (10)",
+    )
+    # How a worker process started by its coordinator is told what it is (not for users).
+    split.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
+    split.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
 
     mock = commands.add_parser(
         "mock-server",
@@ -812,6 +843,7 @@ def _merged_run_options(args: argparse.Namespace) -> dict[str, Any]:
         "idle_timeout",
         "cache_ttl",
         "cache_max_mb",
+        "lease",
     ):
         value = options[name]
         if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
@@ -882,6 +914,124 @@ def _cache_line(cache: Any) -> str:
     return line
 
 
+def _split_mode(args: argparse.Namespace, options: dict[str, Any]) -> str:
+    """How this run is split: ``one`` process, ``local`` (--processes), ``redis``
+    (--redis --workers: the coordinator), or a worker: ``local-worker``, ``redis-worker``
+    (--join); checks that the flags go together."""
+    from ._errors import ConfigurationError
+
+    redis = options["redis"]
+    if args.worker_fd is not None:
+        return "local-worker"
+    if args.join and redis is None:
+        raise ConfigurationError("--join needs --redis URL (where the coordinator's run is)")
+    if args.workers is not None and redis is None:
+        raise ConfigurationError(
+            "--workers needs --redis URL\nHINT: --processes N splits a run on this host alone"
+        )
+    if args.workers is not None and args.workers < 1:
+        raise ConfigurationError(f"--workers must be at least 1, got {args.workers}")
+    if args.processes is not None and args.processes < 1:
+        raise ConfigurationError(f"--processes must be at least 1, got {args.processes}")
+    if args.processes is not None and args.processes > 1 and redis is not None:
+        raise ConfigurationError(
+            "--processes keeps the limits in this process; with --redis use --workers N"
+        )
+    split = args.join or args.workers is not None or (args.processes or 1) > 1
+    if split and args.batch_api is not None:
+        raise ConfigurationError(
+            "--batch-api sends the file from one process (the provider's batches do the work)\n"
+            "HINT: drop --processes / --workers / --join, or drop --batch-api"
+        )
+    if split and options["budget"] is not None:
+        raise ConfigurationError(
+            "--budget is kept by one process: it cannot be split across workers\n"
+            "HINT: drop --budget, or drop --processes / --workers"
+        )
+    if args.join:
+        return "redis-worker"
+    if args.workers is not None:
+        return "redis"
+    return "local" if (args.processes or 1) > 1 else "one"
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """This command as a worker runs it: the same options (so the same engine), no more."""
+    return list(args.argv)
+
+
+def _cache(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """The response cache ``--cache`` names (each process of a split run opens the file: it is
+    safe to share), or ``None``."""
+    if not options["cache"]:
+        return None
+    from ._cache import Cache
+
+    return Cache(
+        options["cache"],
+        ttl=options["cache_ttl"],
+        max_mb=options["cache_max_mb"],
+        sampled=args.cache_sampled,
+    )
+
+
+def _engine(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    keys: KeyPool,
+    consumers: list[EventConsumer],
+    store: Any = None,
+    cache: Any = None,
+) -> Any:
+    """The engine a run (or each of its workers) sends with."""
+    from ._config import Limits, RetryPolicy
+    from ._engine import Engine
+    from ._pricing import PriceTable
+    from ._store import RedisStore
+
+    prices = None if options["prices"] is None else PriceTable.load(options["prices"])
+    api = _input_api(str(args.input))
+    routes = _routes(options, args.fallback_model or [], keys, api)
+    if store is None and options["redis"] is not None:
+        store = RedisStore(options["redis"])
+    return Engine(
+        provider=None if routes else _provider(api, options["base_url"], options["model"], options),
+        keys=None if routes else keys,
+        routes=routes or None,
+        fallback_on=True if routes else None,
+        limits=Limits(rpm=options["rpm"], tpm=options["tpm"]),
+        concurrency=int(options["concurrency"]),
+        timeout=float(options["timeout"]),
+        idle_timeout=options["idle_timeout"],
+        retry=RetryPolicy(attempts=int(options["max_attempts"])),
+        keep_raw=True,
+        consumers=consumers,
+        prices=prices,
+        limits_store=store,
+        cache=cache,
+    )
+
+
+def _worker(args: argparse.Namespace, options: dict[str, Any], keys: KeyPool, mode: str) -> int:
+    """A worker process: sends what its coordinator hands out, until the run is over."""
+    from ._workers import local_worker, redis_worker
+
+    def make(store: Any) -> Any:
+        return _engine(args, options, keys, [], store, _cache(args, options))
+
+    if mode == "local-worker":
+        return local_worker(args.worker_fd, make)
+    return redis_worker(
+        options["redis"],
+        Path(args.output).name,
+        make,
+        workers=args.workers or 1,
+        lease_s=float(options["lease"]),
+        argv=_worker_argv(args),
+        exit_with_parent=args.exit_with_parent,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from ._errors import ConfigurationError
 
@@ -902,11 +1052,12 @@ def _run(args: argparse.Namespace) -> int:
             "HINT: check the -o path, or drop --resume to start a new run"
         )
 
+    split = _split_mode(args, options)
+    if split in ("local-worker", "redis-worker"):
+        return _worker(args, options, keys, split)
+
     from rich.console import Console
 
-    from ._config import Limits, RetryPolicy
-    from ._engine import Engine
-    from ._pricing import PriceTable
     from ._progress import Progress, render_summary_table
     from ._sinks import run_file
     from ._summary import RunSummary
@@ -926,7 +1077,6 @@ def _run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     summary = RunSummary()
     consumers: list[EventConsumer] = [summary]
-    prices = None if options["prices"] is None else PriceTable.load(options["prices"])
     log_file = None if not options["log_json"] else _open_log(options["log_json"])
     if log_file is not None:
         consumers.append(_json_log(log_file))
@@ -940,35 +1090,9 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
         metrics = PrometheusConsumer()
         consumers.append(metrics)
-    routes = _routes(options, args.fallback_model or [], keys, api)
-    cache = None
-    if options["cache"]:
-        from ._cache import Cache
-
-        cache = Cache(
-            options["cache"],
-            ttl=options["cache_ttl"],
-            max_mb=options["cache_max_mb"],
-            sampled=args.cache_sampled,
-        )
+    cache = _cache(args, options)
     try:
-        engine = Engine(
-            provider=None
-            if routes
-            else _provider(api, options["base_url"], options["model"], options),
-            keys=None if routes else keys,
-            routes=routes or None,
-            fallback_on=True if routes else None,
-            limits=Limits(rpm=options["rpm"], tpm=options["tpm"]),
-            concurrency=int(options["concurrency"]),
-            timeout=float(options["timeout"]),
-            idle_timeout=options["idle_timeout"],
-            retry=RetryPolicy(attempts=int(options["max_attempts"])),
-            keep_raw=True,
-            consumers=consumers,
-            prices=prices,
-            cache=cache,
-        )
+        engine = _engine(args, options, keys, consumers, cache=cache)
         if metrics is not None:
             console.print(f"metrics on {_start_metrics(args.metrics_port, metrics)}")
     except BaseException:
@@ -979,9 +1103,20 @@ def _run(args: argparse.Namespace) -> int:
         raise
 
     async def main(_: trio.CancelScope) -> Any:
-        async with Progress(summary, console=console, enabled=not args.no_progress):
-            return await run_file(
+        from ._workers import coordinate
+
+        async with (
+            Progress(summary, console=console, enabled=not args.no_progress),
+            coordinate(
+                split,
                 engine,
+                {**options, "processes": args.processes, "workers": args.workers},
+                _worker_argv(args),
+                output=args.output,
+            ) as source,
+        ):
+            return await run_file(
+                source,
                 args.input,
                 args.output,
                 failed_path=options["failed"],
@@ -1090,6 +1225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _mock_server(argv[1:])
         parser, commands = _parsers()
         args, unknown = parser.parse_known_args(argv)
+        args.argv = argv  # what a worker process of this run is started with
         if unknown:
             # An unknown flag after `run` is a mistake in `run`'s options: show run's usage.
             commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")

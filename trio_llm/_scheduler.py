@@ -31,7 +31,7 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import final
+from typing import Final, final
 
 import attrs
 import trio
@@ -48,6 +48,10 @@ from ._rate_model import SEND_MARGIN_S, Booking, RateModel, Taken
 from ._secrets import ApiKey
 from ._store import LimitsStore, StoreBucket, store_name
 from ._waiters import NEVER, Waiter, WaitQueue
+
+#: How far (in seconds of rate) the buckets in a shared store stay short of the limit, for the
+#: jitter between processes' delays to the server (see ``Scheduler._store_buckets``).
+STORE_SLACK_S: Final = 0.05
 
 __all__ = ["EndpointSpec", "KeyStatistics", "Lease", "Scheduler", "Unavailable"]
 
@@ -319,6 +323,9 @@ class Scheduler:
         self._refunds: list[StoreBucket] = []
         self._cools: list[tuple[str, float]] = []
         self._drops: list[tuple[str, str]] = []
+        # One asker at a time per key and model: the others wait here, in their order, instead
+        # of all asking the store again at the moment it named (a herd of refusals).
+        self._askers: dict[str, trio.Lock] = {}
         self._endpoints: list[_Endpoint] = []
         self._slots: list[_Slot] = []
         # One queue in arrival order, kept in parts (one per key and model) for speed.
@@ -420,57 +427,70 @@ class Scheduler:
         store = self._store
         assert store is not None
         slot, rates = want.slot, want.rates
+        asker = self._askers.setdefault(f"{slot.store_name}:{rates.model}", trio.Lock())
         try:
-            while True:
-                buckets = self._store_buckets(slot, rates, want.tokens)
-                refunds, self._refunds = self._refunds, []
-                cool, self._cools = self._cools, []
-                drop, self._drops = self._drops, []
-                reply = await store.take(
-                    buckets,
-                    cooling=[slot.store_name + ":" + rates.model],
-                    refunds=refunds,
-                    cool=cool,
-                    drop=drop,
-                    dropped_of=[s.store_name for s in self._slots if s.dropped is None],
-                )
-                for name, reason in reply.dropped:
-                    for other in self._slots:
-                        if other.store_name == name and other.dropped is None:
-                            self._drop(
-                                other,
-                                Outcome(
-                                    kind=ErrorKind.AUTH,
-                                    message=f"dropped by another process sharing it: {reason}",
-                                ),
-                                share=False,
-                            )
-                if slot.dropped is not None:
-                    self._unreserve(want)
-                    return False
-                if reply.wait_s <= 0:
-                    return True
-                # At least a millisecond: a store's clock and ours never agree to the last bit.
-                await trio.sleep(max(reply.wait_s, 0.001))
+            async with asker:
+                return await self._ask_store(want, store)
         except BaseException:
             self._unreserve(want)
             raise
 
+    async def _ask_store(self, want: _Want, store: LimitsStore) -> bool:
+        """``_shared``'s loop, for the one request of its key and model asking the store."""
+        slot, rates = want.slot, want.rates
+        while True:
+            buckets = self._store_buckets(slot, rates, want.tokens)
+            refunds, self._refunds = self._refunds, []
+            cool, self._cools = self._cools, []
+            drop, self._drops = self._drops, []
+            reply = await store.take(
+                buckets,
+                cooling=[slot.store_name + ":" + rates.model],
+                refunds=refunds,
+                cool=cool,
+                drop=drop,
+                dropped_of=[s.store_name for s in self._slots if s.dropped is None],
+            )
+            for name, reason in reply.dropped:
+                for other in self._slots:
+                    if other.store_name == name and other.dropped is None:
+                        self._drop(
+                            other,
+                            Outcome(
+                                kind=ErrorKind.AUTH,
+                                message=f"dropped by another process sharing it: {reason}",
+                            ),
+                            share=False,
+                        )
+            if slot.dropped is not None:
+                self._unreserve(want)
+                return False
+            if reply.wait_s <= 0:
+                return True
+            # At least a millisecond: a store's clock and ours never agree to the last bit.
+            await trio.sleep(max(reply.wait_s, 0.001))
+
     def _store_buckets(self, slot: _Slot, rates: RateModel, tokens: float) -> list[StoreBucket]:
-        """The buckets a request of ``tokens`` on ``slot`` takes from in the store."""
+        """The buckets a request of ``tokens`` on ``slot`` takes from in the store.
+
+        Their capacity is ``STORE_SLACK_S`` of rate short of the limit's: requests granted
+        one after another by the store leave from different processes (hosts), whose delays
+        to the server differ, so two of them may arrive closer together than they were
+        granted. The server's bucket then stays that many units ahead of the store's, which
+        absorbs the jitter instead of answering 429 (the cost: a burst shorter by as much).
+        """
         buckets = []
         name = f"{slot.store_name}:{rates.model}"
-        for bucket, amount, what in ((rates.requests, 1.0, "r"), (rates.tokens, tokens, "t")):
-            if bucket.rate is not None:
-                buckets.append(StoreBucket(f"{name}:{what}", amount, bucket.rate, bucket.capacity))
         endpoint = slot.endpoint
-        for bucket, amount, what in ((endpoint.requests, 1.0, "r"), (endpoint.tokens, tokens, "t")):
+        for bucket, amount, bucket_name in (
+            (rates.requests, 1.0, f"{name}:r"),
+            (rates.tokens, tokens, f"{name}:t"),
+            (endpoint.requests, 1.0, f"{endpoint.store_name}:r"),
+            (endpoint.tokens, tokens, f"{endpoint.store_name}:t"),
+        ):
             if bucket.rate is not None:
-                buckets.append(
-                    StoreBucket(
-                        f"{endpoint.store_name}:{what}", amount, bucket.rate, bucket.capacity
-                    )
-                )
+                capacity = max(amount, bucket.capacity - bucket.rate * STORE_SLACK_S, 1.0)
+                buckets.append(StoreBucket(bucket_name, amount, bucket.rate, capacity))
         return buckets
 
     def _share_refund(self, slot: _Slot, rates: RateModel, requests: float, tokens: float) -> None:
@@ -486,7 +506,8 @@ class Scheduler:
             (f"{endpoint.store_name}:t", endpoint.tokens, tokens),
         ):
             if amount > 0 and bucket.rate is not None:
-                self._refunds.append(StoreBucket(name, amount, bucket.rate, bucket.capacity))
+                capacity = max(bucket.capacity - bucket.rate * STORE_SLACK_S, 1.0)
+                self._refunds.append(StoreBucket(name, amount, bucket.rate, capacity))
 
     def _choose(
         self,

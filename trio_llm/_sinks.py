@@ -48,6 +48,7 @@ from ._offload import BatchOffload, Offload, open_batches, state_path
 from ._policy import POLICY
 
 if TYPE_CHECKING:
+    from ._split import ResultSource
     from ._summary import RunSummary
 
 __all__ = ["FileRunReport", "InputChangedError", "OutputJournal", "run_file"]
@@ -233,7 +234,7 @@ def _changed(
 
 def _offloader(
     offload: BatchOffload | None,
-    engine: Engine,
+    engine: Engine | ResultSource,
     output_path: str | Path,
     total: int | None,
     deadline: float | None,
@@ -251,11 +252,17 @@ def _offloader(
         return None
     if budget_usd is not None:
         raise ConfigurationError("--budget does not apply to --batch-api (its cost is known after)")
+    if not isinstance(engine, Engine):
+        # The provider's batches do the work: there is nothing to split across processes.
+        raise ConfigurationError(
+            "--batch-api sends the file from one process\n"
+            "HINT: drop --processes / --workers / --join, or drop --batch-api"
+        )
     return Offload(offload, engine, output_path, deadline=deadline)
 
 
 async def run_file(
-    engine: Engine,
+    engine: Engine | ResultSource,
     input_path: str | Path,
     output_path: str | Path,
     *,
@@ -269,7 +276,7 @@ async def run_file(
     """Run every line of a JSONL file through ``engine``; see the module docs.
 
     Args:
-        engine: the engine to send with.
+        engine: the engine to send with (or a ``SplitRun``: workers in other processes).
         input_path: the JSONL input, or ``"-"`` for stdin.
         output_path: the JSONL output (the journal), or ``"-"`` for stdout.
         failed_path: where failed items go, as their input lines.

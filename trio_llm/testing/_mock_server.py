@@ -461,7 +461,7 @@ class MockApp:
         id_header = (b"request-id" if api == "anthropic" else b"x-request-id", rid.encode())
         key = _api_key(scope)
         fingerprint = key_fingerprint(key)
-        stats.by_key[fingerprint] = stats.by_key.get(fingerprint, 0) + 1
+        stats.arrived(fingerprint)
         limits: KeyLimits | None = None
         try:
             # Read the body first: answering before it is read breaks keep-alive on some servers.

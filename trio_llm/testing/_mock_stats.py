@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -31,6 +33,8 @@ class MockStats:
         by_status: responses by HTTP status; a ``hang`` fault sends no status and isn't counted
             here, a ``drop`` counts as the 200 it started.
         by_key: requests by key fingerprint (``sk-…a1b2``), never by key.
+        busiest_second: per key fingerprint, the most requests that arrived within any one
+            second (a sliding window): what a combined rate across many clients came to.
         faults: injected faults by kind.
         successes: complete, well-formed 200 responses.
         duplicate_successes: successes for a prompt that already had one: with distinct prompts,
@@ -49,6 +53,7 @@ class MockStats:
     total_requests: int = 0
     by_status: Mapping[int, int] = attrs.field(factory=dict)
     by_key: Mapping[str, int] = attrs.field(factory=dict)
+    busiest_second: Mapping[str, int] = attrs.field(factory=dict)
     faults: Mapping[str, int] = attrs.field(factory=dict)
     successes: int = 0
     duplicate_successes: int = 0
@@ -88,6 +93,8 @@ class StatsCounter:
         self.total_requests = 0
         self.by_status: dict[int, int] = {}
         self.by_key: dict[str, int] = {}
+        self.busiest_second: dict[str, int] = {}
+        self._last_second: dict[str, collections.deque[float]] = {}
         self.faults: dict[str, int] = {}
         self.successes = 0
         self.duplicate_successes = 0
@@ -102,12 +109,24 @@ class StatsCounter:
         # 8 bytes of each succeeded prompt's sha256: a million prompts cost ~100 MB, not ~300.
         self.succeeded_prompts: set[int] = set()
 
+    def arrived(self, fingerprint: str) -> None:
+        """Count a request of the key ``fingerprint``, now."""
+        self.by_key[fingerprint] = self.by_key.get(fingerprint, 0) + 1
+        now = time.monotonic()
+        window = self._last_second.setdefault(fingerprint, collections.deque())
+        window.append(now)
+        while window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) > self.busiest_second.get(fingerprint, 0):
+            self.busiest_second[fingerprint] = len(window)
+
     def snapshot(self) -> MockStats:
         """Return a frozen copy."""
         return MockStats(
             total_requests=self.total_requests,
             by_status=dict(self.by_status),
             by_key=dict(self.by_key),
+            busiest_second=dict(self.busiest_second),
             faults=dict(self.faults),
             successes=self.successes,
             duplicate_successes=self.duplicate_successes,
