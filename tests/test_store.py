@@ -225,3 +225,19 @@ def test_skewed_clocks_do_not_matter_with_redis(valkey: str) -> None:
         thread.join(timeout=60)
     assert len(sends) == 60
     assert busiest(sends, 1.0) <= 20 + 20 + 2
+
+
+def test_a_store_given_to_a_plain_trio_run_of_map_works_in_each_run(valkey: str) -> None:
+    """The way the README shows it: ``trio.run(engine.map, prompts)`` with a RedisStore that
+    nobody entered. The store connects on first use, from whichever worker asks first, and
+    the connection must not tie trio's cancel scopes to that worker (it used to crash the run
+    with "Cancel scope stack corrupted"); a second run connects anew."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return completion("ok")
+
+    store = RedisStore(valkey, namespace="plain-run")
+    shared = engine(handler, store, limits=Limits(rpm=6000), concurrency=8)
+    for run in range(2):
+        results = trio.run(shared.map, [f"{run}-{i}" for i in range(40)])
+        assert [r.ok for r in results] == [True] * 40

@@ -256,9 +256,12 @@ class RedisStore:
         self.url = url
         self.namespace = namespace
         self._prefix = f"{namespace}:"
-        self._client: Any = None
         self._script: Any = None
         self._run: object = None
+        self._opening: trio.Event | None = None
+        self._close: trio.Event | None = None
+        self._closed: trio.Event | None = None
+        self._error: Exception | None = None
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, namespace={self.namespace!r})"
@@ -272,9 +275,16 @@ class RedisStore:
 
     async def _ready(self) -> Any:
         # A connection belongs to one trio run: a store used again in another run connects
-        # anew (the old one went with its run).
+        # anew (the old one went with its run). The client is entered and left by one system
+        # task of its own, because coredis opens a nursery in __aenter__: entered from
+        # whichever worker asked first and left from another task (or never), that nursery
+        # would corrupt trio's cancel-scope stack.
         run = trio.lowlevel.current_root_task()
-        if self._script is None or self._run is not run:
+        while self._run is not run or self._script is None:
+            if self._run is run and self._opening is not None:
+                await self._opening.wait()  # another task is connecting for this run
+                self._raise_if_not_connected()
+                continue
             try:
                 import coredis
             except ImportError as exc:  # pragma: no cover - the extra is missing
@@ -283,12 +293,38 @@ class RedisStore:
                 raise ConfigurationError(
                     "RedisStore needs coredis\nHINT: pip install 'trio-llm[redis]'"
                 ) from exc
-            self._run = run
+            self._run, self._script = run, None
+            self._opening, self._close, self._closed = trio.Event(), trio.Event(), trio.Event()
             client = coredis.Redis.from_url(self.url, decode_responses=True)
-            await client.__aenter__()
-            self._client = client
-            self._script = client.register_script(_TAKE)
+            trio.lowlevel.spawn_system_task(
+                self._hold, client, self._opening, self._close, self._closed
+            )
+            await self._opening.wait()
+            self._raise_if_not_connected()
         return self._script
+
+    def _raise_if_not_connected(self) -> None:
+        if self._script is None:
+            error, self._error = self._error, None
+            self._run = None  # the next call tries again
+            raise ConnectionError(f"could not connect to {self.url}") from error
+
+    async def _hold(
+        self, client: Any, opened: trio.Event, close: trio.Event, closed: trio.Event
+    ) -> None:
+        """Own ``client`` from entry to exit: until aclose(), or until the run ends (system
+        tasks are cancelled then)."""
+        try:
+            async with client:
+                self._script = client.register_script(_TAKE)
+                opened.set()
+                await close.wait()
+        except Exception as exc:  # the caller waiting on ``opened`` raises it
+            self._error = exc
+        finally:
+            self._script = None
+            opened.set()
+            closed.set()
 
     async def take(
         self,
@@ -325,6 +361,12 @@ class RedisStore:
         return StoreReply(wait_s=float(wait), dropped=pairs)
 
     async def aclose(self) -> None:
-        client, self._client, self._script = self._client, None, None
-        if client is not None:
-            await client.__aexit__(None, None, None)
+        close, closed = self._close, self._closed
+        if (
+            close is not None
+            and closed is not None
+            and self._run is trio.lowlevel.current_root_task()
+        ):
+            close.set()
+            await closed.wait()
+        self._run = self._opening = self._close = self._closed = None
