@@ -42,6 +42,7 @@ BENCHMARKS: tuple[str, ...] = (
     "cache",
     "offload",
     "embeddings",
+    "streaming",
     "scale_out",
 )
 
@@ -110,6 +111,13 @@ def _embeddings(s: Mapping[str, Any]) -> str:
     )
 
 
+def _streaming(s: Mapping[str, Any]) -> str:
+    return (
+        f"TTFT overhead p50 {_f(s['ttft_overhead_p50_ms'], '.1f')} ms (goal < 5), "
+        f"streamed / whole throughput {_f(s['throughput_streamed_vs_whole'])} (goal >= 0.9)"
+    )
+
+
 def _sync_vs_async(s: Mapping[str, Any]) -> str:
     speedup = s["speedup_vs_sequential"]
     return (
@@ -158,6 +166,7 @@ HEADLINES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "cache": _cache,
     "offload": _offload,
     "embeddings": _embeddings,
+    "streaming": _streaming,
     "scale_out": _scale_out,
 }
 

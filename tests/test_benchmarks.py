@@ -207,6 +207,22 @@ def test_embeddings_packing_runs_small(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_streaming_benchmark_measures_ttft_against_the_mock(tmp_path: Path) -> None:
+    """The streaming benchmark: every item answered in both modes, streamed answers' TTFT at
+    least the mock's (it is measured from sending), whole answers none."""
+    from benchmarks import streaming
+
+    document = streaming.main(
+        ["--quick", "--n", "60", "--concurrency", "30", "--json", str(tmp_path / "s.json")]
+    )
+    summary = document["summary"]
+    assert [row[1] for row in document["rows"]] == ["60/60", "60/60"]
+    assert summary["ttft_p50_s"] >= streaming.TTFT
+    assert summary["ttft_overhead_p50_ms"] >= 0
+    assert summary["throughput_streamed_vs_whole"] > 0
+
+
+@pytest.mark.slow
 def test_mixed_models_scenario_runs(tmp_path: Path) -> None:
     """Scenario 9 of rate_limits: two models with their own limits on the same keys, each
     near its own floor (the mock enforces them per key and model)."""

@@ -388,7 +388,7 @@ def test_a_stream_cut_anywhere_is_a_whole_result_or_a_retried_failure(
     events=st.lists(
         st.tuples(
             st.sampled_from(["message", "delta", "error"]),
-            st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=30),
+            st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=30),
         ),
         max_size=6,
     ),
