@@ -209,3 +209,88 @@ async def test_an_untrusted_certificate_is_a_connect_failure() -> None:
                 await pool.send(_request(url))
     assert caught.value.connect
     assert caught.value.kind is ErrorKind.CONNECTION
+
+
+def _stream_request(base_url: str, prompt: str = "hello") -> HttpRequest:
+    body = {
+        "model": "mock-gpt",
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return HttpRequest(
+        method="POST",
+        url=f"{base_url}/chat/completions",
+        headers={"content-type": "application/json", "authorization": f"Bearer {SECRET}"},
+        content=orjson.dumps(body),
+    )
+
+
+async def _read_events(pool: HttpPool, url: str, prompt: str) -> list[bytes]:
+    async with pool.stream(_stream_request(url, prompt)) as response:
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        body = b"".join([chunk async for chunk in response.chunks()])
+    return [line for line in body.split(b"\n") if line.startswith(b"data: ")]
+
+
+async def test_streams_are_read_on_the_slots_connections_and_kept_alive() -> None:
+    """A stream read to its end (``data: [DONE]``) leaves its connection idle for the next
+    request, streamed or whole: streams use the same connections as whole answers."""
+    with trio.fail_after(10):
+        async with _serve(MockServerConfig(latency_per_token=0.001)) as url, HttpPool(4) as pool:
+            for i in range(5):
+                events = await _read_events(pool, url, f"p{i}")
+                assert events[-1] == b"data: [DONE]"
+                assert len(events) > 3  # one chunk per token, then usage, then [DONE]
+            assert _stats(pool) == type(_stats(pool))(open=1, idle=1, opened=1)
+            assert (await pool.send(_request(url, "whole"))).status == 200
+            assert _stats(pool).opened == 1
+
+
+async def test_a_stream_left_midway_closes_its_connection() -> None:
+    """Leaving a stream before its end (cancelled, or an error event) closes the connection
+    instead of putting a half-read one back; the next request opens a new one."""
+    with trio.fail_after(10):
+        async with _serve(MockServerConfig(latency_per_token=0.05)) as url, HttpPool(4) as pool:
+            async with pool.stream(_stream_request(url)) as response:
+                async for _chunk in response.chunks():
+                    break  # the first chunk only
+            assert _stats(pool) == type(_stats(pool))(open=0, idle=0, opened=1)
+            with trio.move_on_after(0.2) as scope:
+                async with pool.stream(_stream_request(url)) as response:
+                    async for _chunk in response.chunks():
+                        pass
+            assert scope.cancelled_caught
+            assert _stats(pool) == type(_stats(pool))(open=0, idle=0, opened=2)
+            assert (await _read_events(pool, url, "after"))[-1] == b"data: [DONE]"
+            assert _stats(pool).opened == 3
+
+
+async def test_a_stream_cut_off_is_a_connection_failure() -> None:
+    """The server drops the connection mid-body: ``chunks()`` raises ``TransportFailure``
+    (``connection``, not a connect failure), and the connection is not kept."""
+    config = MockServerConfig(error_rate=1.0, fault_mix=(("drop", 1.0),))
+    with trio.fail_after(10):
+        async with _serve(config) as url, HttpPool(4) as pool:
+            with pytest.raises(TransportFailure) as caught:
+                await _read_events(pool, url, "dropped")
+            assert _stats(pool).open == 0
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert not caught.value.connect
+    assert "cut off" in caught.value.message
+    assert SECRET not in caught.value.message
+
+
+async def test_a_stream_to_a_closed_port_is_a_connect_failure() -> None:
+    """No response at all: the stream's block is never entered; ``connect=True``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with trio.fail_after(10):
+        async with HttpPool(4) as pool:
+            with pytest.raises(TransportFailure) as caught:
+                async with pool.stream(_stream_request(f"http://127.0.0.1:{port}/v1")):
+                    raise AssertionError("no response arrived")
+            assert _stats(pool).open == 0
+    assert caught.value.connect

@@ -43,20 +43,20 @@ async def test_openai_chat_completion_whole_and_streamed() -> None:
     """client.chat.completions.create parses the mock's answer, and its stream with usage."""
 
     def call(base_url: str) -> tuple[Any, str, Any]:
-        client = openai_client(base_url)
-        whole = client.chat.completions.create(
-            model="mock-gpt", messages=[{"role": "user", "content": PROMPT}]
-        )
-        text, usage = "", None
-        for chunk in client.chat.completions.create(
-            model="mock-gpt",
-            messages=[{"role": "user", "content": PROMPT}],
-            stream=True,
-            stream_options={"include_usage": True},
-        ):
-            if chunk.choices:
-                text += chunk.choices[0].delta.content or ""
-            usage = chunk.usage or usage
+        with openai_client(base_url) as client:
+            whole = client.chat.completions.create(
+                model="mock-gpt", messages=[{"role": "user", "content": PROMPT}]
+            )
+            text, usage = "", None
+            for chunk in client.chat.completions.create(
+                model="mock-gpt",
+                messages=[{"role": "user", "content": PROMPT}],
+                stream=True,
+                stream_options={"include_usage": True},
+            ):
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                usage = chunk.usage or usage
         return whole, text, usage
 
     whole, text, usage = await with_sdk(MockServerConfig(latency_per_token=0.001), call)
@@ -71,9 +71,11 @@ async def test_openai_responses_whole_and_streamed() -> None:
     streamed events, ending in response.completed with the usage."""
 
     def call(base_url: str) -> tuple[Any, list[Any]]:
-        client = openai_client(base_url)
-        whole = client.responses.create(model="mock-gpt", input=PROMPT, instructions="Be brief.")
-        events = list(client.responses.create(model="mock-gpt", input=PROMPT, stream=True))
+        with openai_client(base_url) as client:
+            whole = client.responses.create(
+                model="mock-gpt", input=PROMPT, instructions="Be brief."
+            )
+            events = list(client.responses.create(model="mock-gpt", input=PROMPT, stream=True))
         return whole, events
 
     whole, events = await with_sdk(MockServerConfig(latency_per_token=0.001), call)
@@ -92,12 +94,12 @@ async def test_anthropic_messages_whole_and_streamed() -> None:
     into the same final message and usage."""
 
     def call(base_url: str) -> tuple[Any, str, Any]:
-        client = anthropic_client(base_url)
         messages: Any = [{"role": "user", "content": PROMPT}]
-        whole = client.messages.create(model="claude", max_tokens=100, messages=messages)
-        with client.messages.stream(model="claude", max_tokens=100, messages=messages) as s:
-            text = "".join(s.text_stream)
-            final = s.get_final_message()
+        with anthropic_client(base_url) as client:
+            whole = client.messages.create(model="claude", max_tokens=100, messages=messages)
+            with client.messages.stream(model="claude", max_tokens=100, messages=messages) as s:
+                text = "".join(s.text_stream)
+                final = s.get_final_message()
         return whole, text, final
 
     whole, text, final = await with_sdk(MockServerConfig(latency_per_token=0.001), call)
@@ -114,20 +116,20 @@ async def test_sdks_see_the_mid_stream_error_faults() -> None:
     config = MockServerConfig(error_rate=1.0, fault_mix={"stream_error": 1.0})
 
     def call(base_url: str) -> tuple[str, str, Any]:
-        client = openai_client(base_url)
-        with pytest.raises(openai.APIError) as chat:
-            for _ in client.chat.completions.create(
-                model="mock-gpt", messages=[{"role": "user", "content": PROMPT}], stream=True
+        with openai_client(base_url) as client, anthropic_client(base_url) as claude:
+            with pytest.raises(openai.APIError) as chat:
+                for _ in client.chat.completions.create(
+                    model="mock-gpt", messages=[{"role": "user", "content": PROMPT}], stream=True
+                ):
+                    pass
+            with (
+                pytest.raises(anthropic.APIStatusError) as messages,
+                claude.messages.stream(
+                    model="claude", max_tokens=100, messages=[{"role": "user", "content": PROMPT}]
+                ) as stream,
             ):
-                pass
-        with (
-            pytest.raises(anthropic.APIStatusError) as messages,
-            anthropic_client(base_url).messages.stream(
-                model="claude", max_tokens=100, messages=[{"role": "user", "content": PROMPT}]
-            ) as stream,
-        ):
-            stream.get_final_message()
-        events = list(client.responses.create(model="mock-gpt", input=PROMPT, stream=True))
+                stream.get_final_message()
+            events = list(client.responses.create(model="mock-gpt", input=PROMPT, stream=True))
         return str(chat.value), str(messages.value), events[-1]
 
     chat, messages, last = await with_sdk(config, call)

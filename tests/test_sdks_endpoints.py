@@ -50,13 +50,13 @@ async def test_openai_sdk_chat_and_embeddings() -> None:
     """client.chat.completions.create and client.embeddings.create parse the mock's answers."""
 
     def call(base_url: str) -> tuple[Any, Any]:
-        client = openai_client(base_url)
-        chat = client.chat.completions.create(
-            model="mock-gpt", messages=[{"role": "user", "content": PROMPT}]
-        )
-        vectors = client.embeddings.create(
-            model="text-embedding-3-small", input=["one", "two"], dimensions=12
-        )
+        with openai_client(base_url) as client:
+            chat = client.chat.completions.create(
+                model="mock-gpt", messages=[{"role": "user", "content": PROMPT}]
+            )
+            vectors = client.embeddings.create(
+                model="text-embedding-3-small", input=["one", "two"], dimensions=12
+            )
         return chat, vectors
 
     chat, vectors = await with_sdk(MockServerConfig(), call)
@@ -76,15 +76,15 @@ async def test_openai_sdk_tool_calls_and_parse() -> None:
         days: int
 
     def call(base_url: str) -> tuple[Any, Any]:
-        client = openai_client(base_url)
-        tools = client.chat.completions.create(
-            model="mock-gpt", messages=[{"role": "user", "content": "weather?"}], tools=[TOOL]
-        )
-        parsed = client.chat.completions.parse(
-            model="mock-gpt",
-            messages=[{"role": "user", "content": "weather?"}],
-            response_format=Weather,
-        )
+        with openai_client(base_url) as client:
+            tools = client.chat.completions.create(
+                model="mock-gpt", messages=[{"role": "user", "content": "weather?"}], tools=[TOOL]
+            )
+            parsed = client.chat.completions.parse(
+                model="mock-gpt",
+                messages=[{"role": "user", "content": "weather?"}],
+                response_format=Weather,
+            )
         return tools, parsed
 
     tools, parsed = await with_sdk(MockServerConfig(), call)
@@ -102,23 +102,28 @@ async def test_anthropic_sdk_messages_and_tool_use() -> None:
     """client.messages.create parses the mock's text answer and its tool_use answer."""
 
     def call(base_url: str) -> tuple[Any, Any]:
-        client = anthropic.Anthropic(
+        with anthropic.Anthropic(
             base_url=base_url.removesuffix("/v1"), api_key="sk-ant-test", max_retries=0
-        )
-        text = client.messages.create(
-            model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": PROMPT}]
-        )
-        tool = client.messages.create(
-            model="claude-haiku-4-5",
-            max_tokens=64,
-            messages=[{"role": "user", "content": "weather?"}],
-            tools=[
-                {
-                    "name": "get_weather",
-                    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
-                }
-            ],
-        )
+        ) as client:
+            text = client.messages.create(
+                model="claude-haiku-4-5",
+                max_tokens=64,
+                messages=[{"role": "user", "content": PROMPT}],
+            )
+            tool = client.messages.create(
+                model="claude-haiku-4-5",
+                max_tokens=64,
+                messages=[{"role": "user", "content": "weather?"}],
+                tools=[
+                    {
+                        "name": "get_weather",
+                        "input_schema": {
+                            "type": "object",
+                            "properties": {"city": {"type": "string"}},
+                        },
+                    }
+                ],
+            )
         return text, tool
 
     text, tool = await with_sdk(MockServerConfig(), call)

@@ -29,9 +29,9 @@ leaks out::
 
 ``stream`` is the same exchange for a streamed (server-sent events) answer: it yields a
 ``StreamedResponse`` once the headers are in, whose ``chunks()`` map errors the same way.
-Streams go through httpx transports (sharded pools) whatever the backend: a streamed answer
-spends its time waiting for tokens, not in the HTTP layer's CPU, so the per-request savings
-of ``ConnectionPerSlot`` would buy little there.
+Each backend streams on its own connections: a streamed answer arrives in one chunk per token
+or so, and at 1,000 streams in flight the HTTP layer's cost *per chunk* is what bounds the
+rate (benchmarks/streaming.py), so streams skip httpx's pool and response layers too.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from __future__ import annotations
 import contextlib
 import math
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
-from typing import Protocol, final
+from typing import Protocol, cast, final, runtime_checkable
 
 import attrs
 import httpcore
@@ -59,6 +59,7 @@ __all__ = [
     "HttpxTransports",
     "RawResponse",
     "StreamedResponse",
+    "StreamingBackend",
     "TransportFailure",
 ]
 
@@ -112,6 +113,17 @@ class HttpBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class StreamingBackend(HttpBackend, Protocol):
+    """A backend that can also hand over a body as it arrives (see ``HttpPool.stream``)."""
+
+    def stream(
+        self, request: HttpRequest
+    ) -> contextlib.AbstractAsyncContextManager[StreamedResponse]:
+        """The response once its headers are in; its body through ``chunks()``."""
+        ...
+
+
 @final
 class HttpPool:
     """The engine's HTTP layer, sized for ``concurrency`` requests in flight.
@@ -135,9 +147,6 @@ class HttpPool:
         # Sockets this layer may hold at once (none with a transport of the caller's own).
         self._sockets = 0 if transport is not None or backend is not None else concurrency
         self._concurrency = concurrency
-        # Streamed answers' transports: the backend's own when it is httpx, else made at the
-        # first stream (a run that streams nothing opens none).
-        self._streams: HttpxTransports | None = None
         if backend is not None:
             self.backend: HttpBackend = backend
         elif transport is not None:
@@ -146,8 +155,12 @@ class HttpPool:
             self.backend = HttpxTransports.sharded(concurrency, http2=True)
         else:
             self.backend = ConnectionPerSlot(concurrency)
-        if isinstance(self.backend, HttpxTransports):
-            self._streams = self.backend
+        # A backend of the caller's own that cannot stream gets httpx transports for its
+        # streams, made at the first one (a run that streams nothing opens none).
+        self._streams: StreamingBackend | None = (
+            self.backend if isinstance(self.backend, StreamingBackend) else None
+        )
+        self._own_streams = False
 
     async def __aenter__(self) -> HttpPool:
         if self._sockets:
@@ -161,7 +174,7 @@ class HttpPool:
         tb: TracebackType | None,
     ) -> None:
         await self.backend.aclose()
-        if self._streams is not None and self._streams is not self.backend:
+        if self._own_streams and self._streams is not None:
             await self._streams.aclose()
 
     async def send(self, request: HttpRequest) -> RawResponse:
@@ -174,13 +187,15 @@ class HttpPool:
 
     @contextlib.asynccontextmanager
     async def stream(self, request: HttpRequest) -> AsyncIterator[StreamedResponse]:
-        """Send one request and hand over its body as it arrives (see ``HttpxTransports``).
+        """Send one request and hand over its body as it arrives; leaving the block closes
+        the response (its connection is kept only if the body was read to its end).
 
         Raises:
             TransportFailure: no response arrived, or (from ``chunks``) the body was cut off.
         """
         if self._streams is None:
             self._streams = HttpxTransports.sharded(self._concurrency)
+            self._own_streams = True
         async with self._streams.stream(request) as response:
             yield response
 
@@ -314,17 +329,10 @@ class ConnectionPerSlot:
             connection = await self._connection(target)
         except Exception as exc:
             raise _mapped(exc, target.label) from exc
-        content = request.content
-        headers = [(b"host", target.host_header), (b"content-length", b"%d" % len(content))]
-        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
         reusable = False
         try:
             try:
-                response = await connection.handle_async_request(
-                    httpcore.Request(
-                        request.method.encode(), target.url, headers=headers, content=content
-                    )
-                )
+                response = await connection.handle_async_request(_httpcore_request(target, request))
             except Exception as exc:
                 raise _mapped(exc, target.label) from exc
             try:
@@ -343,18 +351,67 @@ class ConnectionPerSlot:
             else:
                 # Failed, cancelled midway or told to close: its state is not worth a reuse.
                 await self._close(connection)
-        # h11 gives header names in lower case already.
-        return RawResponse(
-            response.status,
-            {name.decode("latin-1"): value.decode("latin-1") for name, value in response.headers},
-            body,
-        )
+        return RawResponse(response.status, _httpcore_headers(response), body)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, request: HttpRequest) -> AsyncIterator[StreamedResponse]:
+        """Send like ``send``, and hand over the body as it arrives, chunk by chunk: the
+        connection goes back to the free list only if the body was read to its end."""
+        target = self._target(request.url)
+        try:
+            connection = await self._connection(target)
+        except Exception as exc:
+            raise _mapped(exc, target.label) from exc
+        try:
+            try:
+                response = await connection.handle_async_request(_httpcore_request(target, request))
+            except Exception as exc:
+                raise _mapped(exc, target.label) from exc
+            body = _httpcore_body(response, target.label)
+            try:
+                yield StreamedResponse(response.status, _httpcore_headers(response), body)
+            finally:
+                await body.aclose()
+                await response.aclose()
+        finally:
+            if connection.is_idle():
+                self._idle.setdefault(target.key, []).append(connection)
+            else:
+                # Left midway (cancelled, an error event) or told to close.
+                await self._close(connection)
 
     async def aclose(self) -> None:
         """Close every connection."""
         self._idle.clear()
         for connection in list(self._open):
             await self._close(connection)
+
+
+def _httpcore_request(target: _Target, request: HttpRequest) -> httpcore.Request:
+    content = request.content
+    headers = [(b"host", target.host_header), (b"content-length", b"%d" % len(content))]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+    return httpcore.Request(request.method.encode(), target.url, headers=headers, content=content)
+
+
+def _httpcore_headers(response: httpcore.Response) -> dict[str, str]:
+    # h11 gives header names in lower case already.
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in response.headers}
+
+
+async def _httpcore_body(response: httpcore.Response, where: str) -> AsyncGenerator[bytes]:
+    # The connection's own byte stream (``aiter_stream`` would wrap it in a generator that
+    # never closes it), in aclosing: a body left midway (an error event, a cancel) is closed
+    # here and now, not by the garbage collector.
+    body = cast("AsyncIterable[bytes]", response.stream)
+    try:
+        async with contextlib.aclosing(cast("AsyncGenerator[bytes]", aiter(body))) as stream:
+            async for chunk in stream:
+                yield chunk
+    except Exception as exc:
+        mapped = _mapped(exc, where)
+        mapped.message = f"the response body was cut off ({mapped.message})"
+        raise mapped from exc
 
 
 def _mapped(exc: Exception, where: str) -> TransportFailure:
@@ -483,47 +540,57 @@ class HttpxTransports:
                 )
             except httpx.TransportError as exc:
                 raise _failure(exc, url) from exc
+            headers = {
+                name.decode("latin-1").lower(): value.decode("latin-1")
+                for name, value in response.headers.raw
+            }
+            body = _httpx_body(response)
             try:
-                yield StreamedResponse(response)
+                yield StreamedResponse(response.status_code, headers, body)
             finally:
+                await body.aclose()
                 await response.aclose()
         finally:
             in_flight[shard] -= 1
+
+
+async def _httpx_body(response: httpx.Response) -> AsyncGenerator[bytes]:
+    try:
+        # aiter_bytes, not aiter_raw: it also serves a body already in memory (a
+        # MockTransport's), and undoes a content-encoding.
+        chunks = cast("AsyncGenerator[bytes]", response.aiter_bytes())
+        async with contextlib.aclosing(chunks) as stream:
+            async for chunk in stream:
+                yield chunk
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        raise TransportFailure(
+            ErrorKind.CONNECTION, f"the response body was cut off ({_describe(exc)})"
+        ) from exc
 
 
 @final
 class StreamedResponse:
     """Status and headers of a response whose body is still arriving (see ``HttpPool.stream``)."""
 
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_body", "headers", "status")
 
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers: Mapping[str, str] = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in response.headers.raw
-        }
+    def __init__(self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> None:
+        self.status = status
+        #: Lower-case names.
+        self.headers = headers
+        self._body = body
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body's bytes as the transport delivers them.
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as the connection delivers them (once).
 
         Raises:
             TransportFailure: the connection broke before the body's end.
         """
-        try:
-            # aiter_bytes, not aiter_raw: it also serves a body already in memory (a
-            # MockTransport's), and undoes a content-encoding.
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise TransportFailure(
-                ErrorKind.CONNECTION, f"the response body was cut off ({_describe(exc)})"
-            ) from exc
+        return self._body
 
     async def read(self) -> bytes:
         """The rest of the body at once (an error answer is not streamed)."""
-        return b"".join([chunk async for chunk in self.chunks()])
+        return b"".join([chunk async for chunk in self._body])
 
 
 def _failure(exc: httpx.TransportError, url: httpx.URL) -> TransportFailure:

@@ -62,6 +62,14 @@ class SSEDecoder:
         """The events that ``chunk`` completes (often none, sometimes several)."""
         buffer = self._buffer + chunk if self._buffer else chunk
         events: list[ServerSentEvent] = []
+        if b"\r" not in buffer:
+            # What every server we know sends: lines ended by "\n" alone. One split, not a
+            # search per line (a streamed answer is a chunk or two per token).
+            lines = buffer.split(b"\n")
+            self._buffer = lines.pop()
+            for line in lines:
+                self._line(line, events)
+            return events
         start = 0
         end = len(buffer)
         while True:
@@ -94,6 +102,9 @@ class SSEDecoder:
                     )
                 )
             self._reset()
+            return
+        if raw[:6] == b"data: ":
+            self._data.append(raw[6:].decode("utf-8", "replace"))
             return
         if raw[:1] == b":":
             return  # a comment (servers send them to keep the connection alive)
