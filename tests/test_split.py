@@ -323,3 +323,20 @@ def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
     assert stats.successes == n + stats.duplicate_successes
     assert stats.duplicate_successes <= 3 * concurrency
     assert stats.by_status.get(429, 0) == 0
+
+
+@pytest.mark.slow
+def test_a_small_redis_run_ends_when_its_work_is_done(tmp_path: Path, valkey: str) -> None:
+    """One item, three workers: those that start after the item is done leave when the run
+    ends (the coordinator closes their stdin) instead of waiting for the name's next run until
+    they are killed ``_LEAVE_S`` later."""
+    from trio_llm._workers import _LEAVE_S
+
+    write_input(tmp_path / "in.jsonl", 1)
+    with MockServerProcess(MockServerConfig(keys=(KEY,))) as server:
+        started = time.monotonic()
+        done = cli(*run_args(server, tmp_path, "--redis", valkey, "--workers", "3"))
+        wall = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert output_ids(tmp_path / "out.jsonl") == ["q0"]
+    assert wall < _LEAVE_S

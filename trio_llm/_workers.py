@@ -44,8 +44,14 @@ async def _start(argv: Sequence[str], **kwargs: Any) -> trio.Process:
 
 
 async def _leave(processes: list[trio.Process]) -> None:
-    """Wait for the workers to leave; kill what is still there after ``_LEAVE_S``."""
+    """Tell the workers to leave, wait for them; kill what is still there after ``_LEAVE_S``."""
     with trio.CancelScope(shield=True):
+        # A Redis child leaves at the end of its stdin: the run is over, and one that started
+        # after it ended would otherwise wait for the name's next run until it is killed.
+        for process in processes:
+            if process.stdin is not None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await process.stdin.aclose()
         with trio.move_on_after(_LEAVE_S):
             for process in processes:
                 await process.wait()
