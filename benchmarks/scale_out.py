@@ -10,6 +10,11 @@ the server's own count: for each key the most requests that arrived within any o
 also with the start-up (the wall of a 1-item run with the same flags) taken out.
 From OUTPUT: ids lost or written twice (goal 0).
 
+Kill part: a worker killed with ``kill -9`` mid-run (a child of ``--processes 2``, and a
+``--join`` worker beside a ``--redis --workers 1`` coordinator, lease 1 s), once a quarter of
+OUTPUT is written: ids lost and written twice (goal 0, 0), and how many answers the server
+gave twice (what the dead worker held: in flight, or read ahead).
+
 Unlimited part: zero latency, no limits, one key, concurrency 64 per process: req/s of
 ``--processes 1`` and ``2`` (start-up taken out: the wall of a 1-item run with the same flags
 is subtracted), beside an aiohttp + uvloop client on the same server in the same run. On 2
@@ -24,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,6 +105,67 @@ def _run(
     }
 
 
+def _killed_mid_run(
+    server: MockServerProcess, tmp: Path, n: int, mode: str, redis_url: str | None, rpm: float
+) -> dict[str, Any]:
+    """One run in ``mode`` (``processes`` or ``redis``) with a worker killed by SIGKILL once a
+    quarter of OUTPUT is written; what OUTPUT and the server say afterwards."""
+    tag = f"kill-{mode}"
+    source = _input(tmp / f"{tag}.jsonl", n, tag)
+    out = tmp / f"{tag}-out.jsonl"
+    env = {**os.environ, KEY_ENV: ",".join(KEYS)}
+    common = [
+        sys.executable, "-m", "trio_llm", "run", str(source), "-o", str(out),
+        "--base-url", server.base_url, "--model", "mock-gpt", "--keys-env", KEY_ENV,
+        "--concurrency", str(CONCURRENCY), "--no-progress", "--rpm", str(rpm),
+    ]  # fmt: skip
+    server.reset_stats()
+    joiner = None
+    if mode == "processes":
+        main_flags = ["--processes", "2"]
+    else:
+        assert redis_url is not None
+        main_flags = ["--redis", redis_url, "--lease", "1", "--workers", "1"]
+        joiner = subprocess.Popen(
+            [*common, "--redis", redis_url, "--lease", "1", "--join"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    coordinator = subprocess.Popen(
+        [*common, *main_flags], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+    def written() -> int:
+        return out.read_bytes().count(b"\n") if out.exists() else 0
+
+    deadline = time.monotonic() + 300
+    while written() < n // 4 and coordinator.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if joiner is not None:
+        victim = joiner.pid
+    else:  # a child of --processes: this command again, with --worker-fd
+        found = subprocess.run(
+            ["pgrep", "-f", f"{out} .*--worker-fd"], capture_output=True, text=True, check=False
+        )
+        victim = int(found.stdout.split()[0])
+    at = written()
+    os.kill(victim, signal.SIGKILL)
+    if joiner is not None:
+        joiner.wait(timeout=30)
+    _, stderr = coordinator.communicate(timeout=600)
+    if coordinator.returncode not in (0, 1):
+        raise RuntimeError(f"trio-llm run failed ({coordinator.returncode}): {stderr[-2000:]}")
+    stats = server.stats()
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip()]
+    return {
+        "killed_at": at,
+        "lost": len({f"{tag}-{i}" for i in range(n)} - set(ids)),
+        "duplicated": len(ids) - len(set(ids)),
+        "answered_twice": stats.duplicate_successes,
+        "429s": stats.by_status.get(429, 0),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse_options(__doc__ or "", argv, runs=1, extra=_extra)
     rpm = options.extra.rpm or (1200.0 if options.quick else 1800.0)
@@ -108,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     floor = n / rate
     rows: list[list[object]] = []
     limited: dict[str, Any] = {}
+    killed: dict[str, dict[str, Any]] = {}
     with _valkey() as redis_url, tempfile.TemporaryDirectory(prefix="trio-llm-scale-") as tmp:
         modes: list[tuple[str, list[str]]] = [
             (f"--processes {p}", ["--processes", str(p)]) for p in (1, 2, 4)
@@ -150,6 +218,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "lost": result["lost"],
                     "duplicated": result["duplicated"],
                 }
+            kill_n = max(200, n // 3)
+            for mode in ("processes", "redis") if redis_url is not None else ("processes",):
+                killed[mode] = _killed_mid_run(server, Path(tmp), kill_n, mode, redis_url, rpm)
         unlimited: dict[str, float] = {}
         with MockServerProcess(MockServerConfig(latency=0.0)) as server:
             from ._backends import _aiohttp
@@ -195,10 +266,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "limited": limited,
             "unlimited_req_per_s": unlimited,
             "unlimited_vs_aiohttp": {label: r / base for label, r in unlimited.items()},
+            "killed_mid_run": killed,
             "cores": os.cpu_count(),
             "load_1min": load,
         },
         notes=[
+            "a worker killed with kill -9 once a quarter of OUTPUT was written:\n"
+            + "\n".join(
+                f"  {mode}: killed at {k['killed_at']} written; lost {k['lost']}, written twice "
+                f"{k['duplicated']}, answered twice by the server {k['answered_twice']}, "
+                f"429s {k['429s']}"
+                for mode, k in killed.items()
+            ),
             "unlimited, zero latency (req/s, start-up subtracted; x aiohttp + uvloop):\n"
             + "\n".join(f"  {label}: {r:,.0f} req/s ({x:.2f}x)" for label, r, x in unlimited_rows),
             f"{os.cpu_count()} cores, load {load:.2f} at the end; the mock server has a core "

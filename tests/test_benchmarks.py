@@ -89,7 +89,8 @@ def test_overhead_runs_small(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_scale_out_runs_small(tmp_path: Path) -> None:
     """The scale-out benchmark runs small: every split mode answers each id once, the
-    server's busiest second per key stays near rate + burst, and throughput is reported."""
+    server's busiest second per key stays near rate + burst, throughput is reported, and a
+    worker killed mid-run costs no id and writes none twice."""
     from benchmarks import scale_out
 
     document = scale_out.main(
@@ -103,6 +104,11 @@ def test_scale_out_runs_small(tmp_path: Path) -> None:
         assert row["duplicated"] == 0
         assert row["busiest_second_per_key"] <= row["allowed_per_second"] + 2
     assert summary["unlimited_req_per_s"]["--processes 2"] > 0
+    assert "processes" in summary["killed_mid_run"]
+    for killed in summary["killed_mid_run"].values():
+        assert killed["killed_at"] > 0
+        assert killed["lost"] == 0
+        assert killed["duplicated"] == 0
 
 
 # --- python -m benchmarks -------------------------------------------------------------------
