@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, cast
 
+import httpcore
 import hypercorn.trio
 import orjson
 import pytest
@@ -20,7 +21,7 @@ import trio
 import trustme
 
 from trio_llm import ErrorKind
-from trio_llm._http import ConnectionPerSlot, HttpPool, TransportFailure
+from trio_llm._http import ConnectionPerSlot, HttpPool, TransportFailure, _SlotStream
 from trio_llm._providers import HttpRequest
 from trio_llm.testing import MockApp, MockServerConfig
 from trio_llm.testing._mock_serve import hypercorn_config
@@ -123,7 +124,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced() -> None:
             backend = pool.backend
             assert isinstance(backend, ConnectionPerSlot)
             (idle,) = next(iter(backend._idle.values()))
-            sock = idle._network_stream._stream.socket  # type: ignore[attr-defined]
+            sock = idle._network_stream.get_extra_info("socket")
             await trio.lowlevel.wait_readable(sock)
             assert (await pool.send(_request(url, "second"))).status == 200
             assert _stats(pool).opened == 2
@@ -294,3 +295,30 @@ async def test_a_stream_to_a_closed_port_is_a_connect_failure() -> None:
                     raise AssertionError("no response arrived")
             assert _stats(pool).open == 0
     assert caught.value.connect
+
+
+async def test_a_request_goes_out_in_one_send_before_the_first_read() -> None:
+    """The connection's stream holds httpcore's writes (headers, then body) until it reads:
+    one send for the request, and all of it out before waiting for the answer."""
+    ours, theirs = trio.socket.socketpair()
+    stream = _SlotStream(trio.SocketStream(ours))
+    peer = trio.SocketStream(theirs)
+    with trio.fail_after(10):
+        await stream.write(b"POST / HTTP/1.1\r\n\r\n")
+        await stream.write(b"{}")
+        assert not theirs.is_readable()  # nothing sent yet
+        async with trio.open_nursery() as nursery:
+            replies: list[bytes] = []
+
+            async def read() -> None:
+                replies.append(await stream.read(100))
+
+            nursery.start_soon(read)
+            assert await peer.receive_some(100) == b"POST / HTTP/1.1\r\n\r\n{}"
+            await peer.send_all(b"HTTP/1.1 200 OK\r\n")
+        assert replies == [b"HTTP/1.1 200 OK\r\n"]
+        await peer.aclose()
+        assert await stream.read(100) == b""  # the end of the stream, as httpcore expects
+        await stream.aclose()
+        with pytest.raises(httpcore.ReadError):
+            await stream.read(100)

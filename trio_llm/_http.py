@@ -41,11 +41,12 @@ import math
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
-from typing import Protocol, cast, final, runtime_checkable
+from typing import Any, Protocol, cast, final, runtime_checkable
 
 import attrs
 import httpcore
 import httpx
+import trio
 
 from ._errors import ConfigurationError
 from ._policy import ErrorKind
@@ -258,7 +259,6 @@ class ConnectionPerSlot:
         self._tls = ssl_context
         self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTP11Connection]] = {}
         self._open: set[httpcore.AsyncHTTP11Connection] = set()
-        self._network = httpcore.TrioBackend()
         self._targets: dict[str, _Target] = {}
         self._opened = 0
 
@@ -297,15 +297,11 @@ class ConnectionPerSlot:
         # connection. Failures here are httpcore's ConnectError (refused, DNS, TLS).
         origin = target.url.origin
         host = origin.host.decode("ascii")
-        stream = await self._network.connect_tcp(host, origin.port)
-        if origin.scheme == b"https":
-            try:
-                stream = await stream.start_tls(self._tls_context(), server_hostname=host)
-            except BaseException:
-                await stream.aclose()
-                raise
+        tls = self._tls_context() if origin.scheme == b"https" else None
         connection = httpcore.AsyncHTTP11Connection(
-            origin, stream, keepalive_expiry=self._keepalive_s
+            origin,
+            await _SlotStream.connect(host, origin.port, tls),
+            keepalive_expiry=self._keepalive_s,
         )
         self._open.add(connection)
         self._opened += 1
@@ -385,6 +381,83 @@ class ConnectionPerSlot:
         self._idle.clear()
         for connection in list(self._open):
             await self._close(connection)
+
+
+@final
+class _SlotStream(httpcore.AsyncNetworkStream):
+    """One connection's bytes for httpcore, on a trio stream (TCP, or TLS over it).
+
+    In place of httpcore's own trio stream, for two costs per request that it pays and we
+    need not: a cancel scope and two context managers around every read and write, for
+    timeouts we never give it (deadlines are the engine's cancel scopes; the ``timeout``
+    arguments are only its interface's), and one send for the headers and another for the
+    body. Writes here wait for the next read and go out in one ``send_all``: a request is
+    one send, and nothing is read before the request is out. Errors are httpcore's, as from
+    its own stream.
+    """
+
+    __slots__ = ("_pending", "_stream")
+
+    def __init__(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
+        self._stream = stream
+        self._pending: list[bytes] = []
+
+    @classmethod
+    async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None) -> _SlotStream:
+        """A TCP connection to ``host:port`` (TLS with ``tls``); ``httpcore.ConnectError``
+        when it cannot be made (refused, DNS, a certificate not trusted)."""
+        try:
+            tcp = await trio.open_tcp_stream(host, port)  # TCP_NODELAY set by trio
+        except OSError as exc:
+            raise httpcore.ConnectError(_describe(exc)) from exc
+        if tls is None:
+            return cls(tcp)
+        secure = trio.SSLStream(tcp, tls, server_hostname=host, https_compatible=True)
+        try:
+            await secure.do_handshake()
+        except BaseException as exc:
+            await trio.aclose_forcefully(tcp)
+            if isinstance(exc, (trio.BrokenResourceError, OSError)):
+                # trio's error wraps the ssl module's, which says what was wrong.
+                cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+                raise httpcore.ConnectError(_describe(cause)) from exc
+            raise
+        return cls(secure)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        if self._pending:
+            data, self._pending = b"".join(self._pending), []
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise httpcore.WriteError(_describe(exc)) from exc
+        try:
+            return cast("bytes", await self._stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise httpcore.ReadError(_describe(exc)) from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        if buffer:
+            self._pending.append(buffer)
+
+    async def aclose(self) -> None:
+        self._pending = []
+        await self._stream.aclose()
+
+    def get_extra_info(self, info: str) -> Any:
+        stream = self._stream
+        tcp = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+        if info == "is_readable":  # an idle connection the server closed (or wrote to)
+            return tcp.socket.is_readable()
+        if info == "socket":
+            return tcp.socket
+        if info == "ssl_object" and isinstance(stream, trio.SSLStream):
+            return stream._ssl_object  # trio has no public name for it
+        if info == "client_addr":
+            return tcp.socket.getsockname()
+        if info == "server_addr":
+            return tcp.socket.getpeername()
+        return None
 
 
 def _httpcore_request(target: _Target, request: HttpRequest) -> httpcore.Request:
