@@ -170,8 +170,9 @@ async def test_scraped_counters_match_the_results_and_the_servers_count() -> Non
     metrics = PrometheusConsumer(registry)
     host, port = serve_metrics(0, "127.0.0.1", registry=registry)
     url = f"http://{host}:{port}/metrics"
-    # The configured limit is twice the server's, so some requests get 429s; some get 5xx.
-    config = MockServerConfig(rpm=1200, latency=0.02, error_rate=0.15, seed=3)
+    # The configured limit is twice the server's and the server's burst is 10: the first 16
+    # requests leave together, before any header says so, and some get 429s; some get 5xx.
+    config = MockServerConfig(rpm=1200, burst_s=0.5, latency=0.02, error_rate=0.15, seed=3)
     prompts = [f"What is {i}+1?" for i in range(n)]
     prompts[7] = "[[fault:context_length]] What is 7+1?"  # fails for good: a failure kind
     async with serve_mock(config) as server:
