@@ -31,7 +31,7 @@ def _load(name: str) -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("name", ["arithmetic", "classify_jsonl", "trio_service"])
+@pytest.mark.parametrize("name", ["arithmetic", "classify_jsonl", "trio_service", "requests_tour"])
 def test_example_has_docstring_and_main(name: str) -> None:
     """Each example says how to run it and has a main(argv) entry point."""
     module = _load(name)
@@ -208,3 +208,22 @@ def test_examples_refuse_a_missing_keys_env(monkeypatch: pytest.MonkeyPatch) -> 
     argv = ["--base-url", "http://127.0.0.1:9/v1", "--keys-env", "EXAMPLE_NO_KEYS"]
     with pytest.raises(trio_llm.ConfigurationError, match="HINT: export EXAMPLE_NO_KEYS="):
         arithmetic.main(argv)
+
+
+def test_the_requests_tour_shows_each_kind_of_request(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every stop of the README's tour does what it says on the mock: a streamed text with its
+    time to first token, a parsed instance, a tool call, packed embeddings, a move down the
+    fallback chain, and an interactive call answered while a batch runs."""
+    tour = _load("requests_tour")
+    seen = tour.main([])
+    text, ttft, rate = seen.stream
+    assert text
+    assert 0.05 <= ttft < 5  # the mock's 50 ms before the first token, and then some
+    assert rate > 0
+    assert isinstance(seen.parsed, tour.Weather)
+    assert seen.tool_calls == ("tool_calls", ["get_weather"])
+    assert seen.embeddings == (500, 1)
+    assert seen.fallback == (True, "long-context", ("small: context_length",))
+    assert seen.interactive[0] is True
+    assert seen.batch == 60
+    assert "5. fallback: ok=True, answered by 'long-context'" in capsys.readouterr().out
