@@ -78,6 +78,15 @@ def _input(path: Path, n: int, tag: str) -> Path:
     return path
 
 
+def _command(server: MockServerProcess, source: Path, out: Path, *flags: str) -> list[str]:
+    """``trio-llm run SOURCE -o OUT`` against the mock, with the keys in ``KEY_ENV``."""
+    return [
+        sys.executable, "-m", "trio_llm", "run", str(source), "-o", str(out),
+        "--base-url", server.base_url, "--model", "mock-gpt", "--keys-env", KEY_ENV,
+        "--concurrency", str(CONCURRENCY), "--no-progress", *flags,
+    ]  # fmt: skip
+
+
 def _run(
     server: MockServerProcess, tmp: Path, n: int, tag: str, flags: list[str], keys: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -85,11 +94,7 @@ def _run(
     source = _input(tmp / f"{tag}.jsonl", n, tag)
     out = tmp / f"{tag}-out.jsonl"
     env = {**os.environ, KEY_ENV: ",".join(keys)}
-    command = [
-        sys.executable, "-m", "trio_llm", "run", str(source), "-o", str(out),
-        "--base-url", server.base_url, "--model", "mock-gpt", "--keys-env", KEY_ENV,
-        "--concurrency", str(CONCURRENCY), "--no-progress", *flags,
-    ]  # fmt: skip
+    command = _command(server, source, out, *flags)
     started = time.perf_counter()
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=900, check=False
@@ -114,11 +119,7 @@ def _killed_mid_run(
     source = _input(tmp / f"{tag}.jsonl", n, tag)
     out = tmp / f"{tag}-out.jsonl"
     env = {**os.environ, KEY_ENV: ",".join(KEYS)}
-    common = [
-        sys.executable, "-m", "trio_llm", "run", str(source), "-o", str(out),
-        "--base-url", server.base_url, "--model", "mock-gpt", "--keys-env", KEY_ENV,
-        "--concurrency", str(CONCURRENCY), "--no-progress", "--rpm", str(rpm),
-    ]  # fmt: skip
+    common = _command(server, source, out, "--rpm", str(rpm))
     server.reset_stats()
     joiner = None
     if mode == "processes":

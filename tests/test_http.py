@@ -65,6 +65,12 @@ async def _serve(
         nursery.cancel_scope.cancel()
 
 
+def _a_port_nobody_listens_on() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _stats(pool: HttpPool) -> Any:
     backend = pool.backend
     assert isinstance(backend, ConnectionPerSlot)
@@ -134,9 +140,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced() -> None:
 async def test_connect_refused_is_a_connect_failure_naming_the_host() -> None:
     """A port nobody listens on: ``connection`` with ``connect=True``, the host and port named,
     the key nowhere."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _a_port_nobody_listens_on()
     with trio.fail_after(10):
         async with HttpPool(4) as pool:
             with pytest.raises(TransportFailure) as caught:
@@ -285,9 +289,7 @@ async def test_a_stream_cut_off_is_a_connection_failure() -> None:
 
 async def test_a_stream_to_a_closed_port_is_a_connect_failure() -> None:
     """No response at all: the stream's block is never entered; ``connect=True``."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _a_port_nobody_listens_on()
     with trio.fail_after(10):
         async with HttpPool(4) as pool:
             with pytest.raises(TransportFailure) as caught:
