@@ -6,6 +6,7 @@ clock (sockets and trio's autojump clock do not mix), each guarded by ``trio.fai
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -324,3 +325,76 @@ async def test_a_request_goes_out_in_one_send_before_the_first_read() -> None:
         await stream.aclose()
         with pytest.raises(httpcore.ReadError):
             await stream.read(100)
+
+
+async def test_an_answer_before_the_whole_body_was_read_is_the_answer() -> None:
+    """A server that answers (413) after the headers alone and closes, its socket holding
+    2 MB of body it never read: the client gets the 413, as httpcore's own stream gives it
+    (the send fails with a reset; the answer is read all the same), and does not keep the
+    connection."""
+
+    async def refuse(stream: trio.SocketStream) -> None:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await stream.receive_some(65536)
+        await stream.send_all(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\n"
+            b"too long"
+        )
+        await stream.aclose()  # with the body unread: a reset
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, refuse, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            async with HttpPool(4) as pool:
+                for _ in range(3):
+                    request = _request(f"http://127.0.0.1:{port}/v1", "x" * 2_000_000)
+                    response = await pool.send(request)
+                    assert (response.status, response.body) == (413, b"too long")
+                    assert _stats(pool).open == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_holding_an_unsent_request_is_not_reused() -> None:
+    """A server that sends two answers to one request: the parser keeps the second and
+    "answers" the next request with it, without a read, so that request never left. Its
+    connection is not taken again (the one after opens a new one), so no request goes out
+    late, ahead of another's, on a connection whose answers are out of step."""
+
+    async def twice_then_once(stream: trio.SocketStream) -> None:
+        answers = [b"first", b"extra"]
+        received = b""
+        with contextlib.suppress(trio.BrokenResourceError):
+            while True:
+                while b"\r\n\r\n" not in received:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    received += data
+                head, _, received = received.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(received) < length:
+                    received += await stream.receive_some(65536)
+                received = received[length:]
+                # One send: both answers arrive (and are parsed) together.
+                await stream.send_all(
+                    b"".join(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+                        for body in answers or [b"later"]
+                    )
+                )
+                answers = []
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, twice_then_once, 0, host="127.0.0.1")
+            )
+            url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1"
+            async with HttpPool(4) as pool:
+                assert (await pool.send(_request(url, "a"))).body == b"first"
+                assert (await pool.send(_request(url, "b"))).body == b"extra"  # never sent
+                assert (await pool.send(_request(url, "c"))).body == b"first"  # a new one
+                assert _stats(pool).opened == 2
+            nursery.cancel_scope.cancel()

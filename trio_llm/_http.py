@@ -396,11 +396,12 @@ class _SlotStream(httpcore.AsyncNetworkStream):
     its own stream.
     """
 
-    __slots__ = ("_pending", "_stream")
+    __slots__ = ("_pending", "_stream", "_write_failed")
 
     def __init__(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
         self._stream = stream
         self._pending: list[bytes] = []
+        self._write_failed: Exception | None = None
 
     @classmethod
     async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None) -> _SlotStream:
@@ -430,11 +431,15 @@ class _SlotStream(httpcore.AsyncNetworkStream):
             try:
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise httpcore.WriteError(_describe(exc)) from exc
+                # As httpcore does with a write that fails: the server may have answered
+                # and closed before reading all of the request (413, 401): read that answer.
+                # The connection is never reused (is_readable says so).
+                self._write_failed = exc
         try:
             return cast("bytes", await self._stream.receive_some(max_bytes))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise httpcore.ReadError(_describe(exc)) from exc
+            cause = self._write_failed or exc
+            raise httpcore.ReadError(_describe(cause)) from cause
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
         if buffer:
@@ -448,7 +453,9 @@ class _SlotStream(httpcore.AsyncNetworkStream):
         stream = self._stream
         tcp = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
         if info == "is_readable":  # an idle connection the server closed (or wrote to)
-            return tcp.socket.is_readable()
+            # Not to be reused either: a request it could not send, or one still unsent
+            # (a server that sent more than its answer had it "answered" without a read).
+            return self._write_failed is not None or bool(self._pending) or tcp.socket.is_readable()
         if info == "socket":
             return tcp.socket
         if info == "ssl_object" and isinstance(stream, trio.SSLStream):
