@@ -159,6 +159,8 @@ def _killed_mid_run(
     stats = server.stats()
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip()]
     return {
+        "exit_status": coordinator.returncode,
+        "stderr_tail": stderr[-600:],
         "killed_at": at,
         "lost": len({f"{tag}-{i}" for i in range(n)} - set(ids)),
         "duplicated": len(ids) - len(set(ids)),

@@ -107,6 +107,7 @@ def test_scale_out_runs_small(tmp_path: Path) -> None:
     assert "processes" in summary["killed_mid_run"]
     for killed in summary["killed_mid_run"].values():
         assert killed["killed_at"] > 0
+        assert killed["exit_status"] == 0, killed["stderr_tail"]
         assert killed["lost"] == 0
         assert killed["duplicated"] == 0
 

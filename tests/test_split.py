@@ -183,6 +183,53 @@ async def test_the_items_of_a_worker_that_dies_go_to_the_others(
     assert 60 < len(sent) <= 60 + 4 * 3
 
 
+class _ResetOnDemand(trio.abc.Stream):
+    """A parent's end of a child's socket that the kernel resets (the child was killed with
+    frames it never read) once ``reset`` is set: receiving raises instead of ending."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream, self.reset = stream, False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.stream.receive_some(max_bytes)
+        if self.reset:
+            raise trio.BrokenResourceError("socket connection broken: connection reset by peer")
+        return data
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def test_a_child_whose_socket_is_reset_gives_its_items_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A child killed with frames it never read resets its socket: the parent's hub treats
+    that as the child gone (its items back to the front of the queue for the others), not as
+    an error that ends the whole run."""
+    from trio_llm._split_local import _Framed
+
+    hub = LocalHub()
+    for index in range(3):
+        await hub.put(index, f"request {index}".encode())
+    parent_end, child_end = trio.testing.memory_stream_pair()
+    socket = _ResetOnDemand(parent_end)
+    child = _Framed(child_end)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.serve, socket)
+        await child.send(["take", 1, 2])
+        assert await child.receive() == [1, [[0, "request 0"], [1, "request 1"]]]
+        socket.reset = True
+        await child.send(["done", 0, "{}"])  # what the parent reads next: a reset
+    assert hub.children_lost == 1
+    assert list(hub._queue) == [(0, "request 0"), (1, "request 1"), (2, "request 2")]
+
+
 # --- the command line ----------------------------------------------------------------------
 
 
