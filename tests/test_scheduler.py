@@ -281,6 +281,39 @@ async def test_waiters_resume_at_the_rate_after_a_cooldown_not_as_a_burst(
         assert sum(start <= t < start + 1 for t in granted) <= 11
 
 
+async def test_a_waiter_that_gives_up_on_a_cooling_key_gives_nobody_a_place_out_of_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Waiters reserved behind a cooldown; the first gives up (``max_blocked``) before it
+    ends: its moment goes back, and those behind are re-timed, so a newcomer does not take a
+    moment one of them still holds (two sends at one instant against a burst of one)."""
+    scheduler, _ = make(A, limits=Limits(rpm=60))  # 1/s, burst 1
+    while left(scheduler, FP_A) >= 1 + M:
+        await take(scheduler)
+    refused(await lease(scheduler), 10.0)  # the key cools for 10 s
+    granted: list[float] = []
+
+    async def want(max_blocked: float) -> None:
+        try:
+            held = await lease(scheduler, max_blocked=max_blocked)
+        except Unavailable:
+            return
+        granted.append(trio.current_time())
+        answered(held)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(want, 5.0)  # gives up at 5 s, its moment (10 s) unused
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(2):
+            nursery.start_soon(want, math.inf)
+            await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(6)
+        nursery.start_soon(want, math.inf)  # comes after the first one gave up
+    print("GRANTED", granted)
+    assert len(granted) == 3
+    assert min(b - a for a, b in itertools_pairwise(granted)) >= 1.0 - 2 * M
+
+
 async def test_rate_limited_cools_that_key_while_others_carry_on(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

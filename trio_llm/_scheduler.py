@@ -413,7 +413,11 @@ class Scheduler:
                     return self._grant(want, trio.current_time())
                 continue
             if want.reserved:
+                # Its moment goes back (the key is blocked again, or it gives up): those behind
+                # it are re-timed, as when a waiter is cancelled, or the next to reserve would
+                # take a moment one of them still holds.
                 self._unreserve(want)
+                self._retime_behind(waiter)
             if blocked > 0 and now >= give_up:
                 raise Unavailable(self._blocked_outcome(slot, rates, max_blocked))
 
