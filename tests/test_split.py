@@ -4,6 +4,7 @@ memory streams to a hub), then real processes: ``--processes N``, and ``--redis 
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -183,6 +184,94 @@ async def test_the_items_of_a_worker_that_dies_go_to_the_others(
     assert 60 < len(sent) <= 60 + 4 * 3
 
 
+async def test_a_split_runs_deadline_writes_what_was_out_as_failures_and_reports(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """At the deadline of a split run, every item answered is in OUTPUT, every item handed
+    out and not answered is written as a ``deadline`` failure (a rerun sends it again), and
+    ``run_file`` returns its report: the deadline stops the handing out, not the writing."""
+    hub = LocalHub()
+    n = 40
+    write_input(tmp_path / "in.jsonl", n)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(1.0)
+        return completion("ok")
+
+    async def worker(task_status: Any) -> None:
+        parent_end, child_end = trio.testing.memory_stream_pair()
+        link = LocalLink(child_end)
+        engine = trio_llm.Engine(
+            provider=trio_llm.OpenAICompatible(base_url="http://llm.test/v1", model="m"),
+            keys=[KEY],
+            limits=Limits(rpm=600),
+            concurrency=4,
+            transport=httpx.MockTransport(handler),
+            limits_store=LocalStore(link),
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.serve, parent_end)
+            nursery.start_soon(link.run)
+            task_status.started()
+            await work(engine, LocalTasks(link))
+            nursery.cancel_scope.cancel()
+
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker)
+            report = await run_file(
+                SplitRun(hub, window=8), tmp_path / "in.jsonl", tmp_path / "out.jsonl", deadline=3.5
+            )
+            await hub.finish()
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    kinds = collections.Counter(
+        "ok" if "error" not in line or not line["error"] else line["error"]["kind"]
+        for line in lines
+    )
+    assert report.succeeded == kinds["ok"] > 0
+    assert report.failed == kinds["deadline"] > 0
+    assert len({line["id"] for line in lines}) == len(lines) < n  # the rest: never handed out
+
+
+async def test_nothing_is_handed_out_once_the_run_is_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After the run is over (a deadline, Ctrl-C) a child asking for items gets none, though
+    the hub's queue still holds some: they are a rerun's, not to be paid for now."""
+    from trio_llm._split_local import _Framed
+
+    hub = LocalHub()
+    for index in range(3):
+        await hub.put(index, f"request {index}".encode())
+    parent_end, child_end = trio.testing.memory_stream_pair()
+    child = _Framed(child_end)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.serve, parent_end)
+        await hub.finish()
+        await child.send(["take", 1, 2])
+        assert await child.receive() == [1, None]
+        await child_end.aclose()
+
+
+def test_a_redis_worker_takes_nothing_once_the_run_is_over(valkey: str) -> None:
+    """The same over Redis: items left in the stream when the coordinator finished stay
+    there (a rerun's); a worker asking gets None."""
+    from trio_llm._split_redis import RedisFeed, RedisTasks
+
+    async def main() -> None:
+        with trio.fail_after(30):
+            async with RedisFeed(valkey, "over-test", lease_s=2) as feed:
+                for index in range(3):
+                    await feed.put(index, f"request {index}".encode())
+                async with RedisTasks(valkey, "over-test", lease_s=2) as tasks:
+                    await tasks.wait_for_run()
+                    assert [index for _, index, _ in await tasks.take(1) or []] == [0]
+                    await feed.finish()
+                    assert await tasks.take(2) is None
+
+    trio.run(main)
+
+
 class _ResetOnDemand(trio.abc.Stream):
     """A parent's end of a child's socket that the kernel resets (the child was killed with
     frames it never read) once ``reset`` is set: receiving raises instead of ending."""
@@ -304,6 +393,74 @@ def test_processes_share_the_limit_exactly(tmp_path: Path) -> None:
     assert stats.successes == n
     assert stats.duplicate_successes == 0
     assert wall >= (n - 30) / 30  # the floor: a burst, then 30/s
+
+
+@pytest.mark.slow
+def test_a_run_whose_every_child_died_stops_with_one_line_and_resumes(tmp_path: Path) -> None:
+    """Both children of --processes 2 killed with SIGKILL mid-run: the parent does not wait
+    for ever; it exits 2 with one line saying to run again, keeps what was written, and the
+    rerun answers the rest, each id once."""
+    n = 200
+    write_input(tmp_path / "in.jsonl", n)
+    out = tmp_path / "out.jsonl"
+    with MockServerProcess(MockServerConfig(keys=(KEY,), latency=0.2)) as server:
+        args = run_args(server, tmp_path, "--processes", "2", "--concurrency", "4")
+        parent = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+            [sys.executable, "-m", "trio_llm", *args],
+            env={**os.environ, KEYS_ENV: KEY},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while len(output_ids(out)) < 10:
+            assert parent.poll() is None, parent.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        children = subprocess.run(  # noqa: S603 - procps' pgrep on our own command line
+            ["pgrep", "-f", f"{out} .*--worker-fd"],  # noqa: S607 - procps, on every Linux
+            capture_output=True, text=True, check=False,
+        ).stdout.split()  # fmt: skip
+        assert len(children) == 2
+        for child in children:
+            os.kill(int(child), signal.SIGKILL)
+        _, stderr = parent.communicate(timeout=60)
+        assert parent.returncode == 2, stderr
+        assert stderr.strip().splitlines()[-2:][0].startswith("trio-llm: error: every worker")
+        assert "Traceback" not in stderr
+        written = output_ids(out)
+        assert 10 <= len(written) < n
+        rerun = cli(*run_args(server, tmp_path, "--processes", "2"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(output_ids(out)) == sorted(f"q{i}" for i in range(n))
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_terminal_stops_a_split_run_once_without_tracebacks(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group (the children too): the parent stops as a
+    plain run does (exit 130, "rerun to resume"), the children leave with it, and nobody
+    prints a traceback."""
+    write_input(tmp_path / "in.jsonl", 300)
+    out = tmp_path / "out.jsonl"
+    with MockServerProcess(MockServerConfig(keys=(KEY,), latency=0.2)) as server:
+        parent = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+            [sys.executable, "-m", "trio_llm",
+             *run_args(server, tmp_path, "--processes", "2", "--concurrency", "4")],
+            env={**os.environ, KEYS_ENV: KEY}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while len(output_ids(out)) < 10:
+            assert parent.poll() is None, parent.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.killpg(parent.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _, stderr = parent.communicate(timeout=60)
+    assert parent.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "rerun the same command to resume" in stderr
+    ids = output_ids(out)
+    assert len(ids) == len(set(ids)) >= 10
 
 
 # --- Redis: a real Valkey on loopback --------------------------------------------------------

@@ -203,15 +203,24 @@ class _SplitStream:
         self._nursery_cm: Any = None
         self._nursery: trio.Nursery | None = None
         self._collector = trio.CancelScope()
+        # What the deadline stops: handing out and collecting. Not the nursery's own scope,
+        # which also holds the caller's loop between __aenter__ and __aexit__: the caller
+        # still reads (and writes) the deadline's failures.
+        self._work = trio.CancelScope()
 
     async def __aenter__(self) -> _SplitStream:
         self._nursery_cm = trio.open_nursery()
         nursery = self._nursery = await self._nursery_cm.__aenter__()
-        nursery.start_soon(self._produce)
-        nursery.start_soon(self._collect)
-        if self._deadline is not None:
-            nursery.start_soon(self._stop_at, self._deadline)
+        nursery.start_soon(self._hand_out_and_collect)
         return self
+
+    async def _hand_out_and_collect(self) -> None:
+        with self._work:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._produce)
+                nursery.start_soon(self._collect)
+                if self._deadline is not None:
+                    nursery.start_soon(self._stop_at, self._deadline)
 
     async def __aexit__(
         self,
@@ -270,15 +279,16 @@ class _SplitStream:
             if result.index not in self._outstanding:
                 await self._feed.written(ticket)  # answered twice (taken over): written once
                 continue
+            # Handed to the caller before the next checkpoint: the deadline, which fails what
+            # is still outstanding and closes the channel, sees it either here or there.
             self._outstanding.discard(result.index)
+            self._send.send_nowait((ticket, result))
             async with self._room:
                 self._room.notify_all()
-            self._send.send_nowait((ticket, result))
         self._send.close()
 
     async def _stop_at(self, deadline: float) -> None:
         await trio.sleep(deadline)
-        assert self._nursery is not None
         # Nothing more is read or handed out; what was handed out and not answered ends as
         # a failure of kind deadline (which a rerun sends again), as in one process.
         message = f"the run's deadline of {deadline}s passed"
@@ -289,7 +299,7 @@ class _SplitStream:
             self._send.send_nowait((None, failed))
         self._outstanding.clear()
         self._send.close()
-        self._nursery.cancel_scope.cancel()
+        self._work.cancel()
 
 
 _NOTHING = object()

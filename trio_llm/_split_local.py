@@ -93,6 +93,11 @@ class LocalHub:
     async def written(self, ticket: object) -> None:
         await trio.lowlevel.checkpoint()  # the parent forgot the item when its result came
 
+    @property
+    def over(self) -> bool:
+        """Whether the run is over (``finish`` was called)."""
+        return self._over
+
     async def finish(self) -> None:
         self._over = True
         async with self._changed:
@@ -129,8 +134,12 @@ class LocalHub:
                 # Back to the front, in order: the next child to ask takes them over.
                 self._queue.extendleft(reversed(list(held.items())))
                 held.clear()
-                async with self._changed:
-                    self._changed.notify_all()
+                with trio.CancelScope(shield=True):
+                    async with self._changed:
+                        self._changed.notify_all()
+            # Closed here, also when the run is cancelled (Ctrl-C): the child sees the end of
+            # its socket and leaves at once, rather than wait to be killed.
+            await trio.aclose_forcefully(stream)
 
     async def _answer(self, link: _Framed, message: list[Any], held: dict[int, str]) -> None:
         op, call = message[0], message[1]
@@ -139,7 +148,9 @@ class LocalHub:
             async with self._changed:
                 while not self._queue and not self._over:
                     await self._changed.wait()
-            if not self._queue:
+            if self._over or not self._queue:
+                # Over (done, the deadline, Ctrl-C): nothing more goes out, even if the queue
+                # still holds items (a rerun sends them).
                 await link.send([call, None])
                 return
             items: list[list[Any]] = []

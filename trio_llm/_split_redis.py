@@ -204,6 +204,10 @@ class RedisTasks:
     async def take(self, most: int) -> list[tuple[object, int, bytes]] | None:
         lease_ms = int(self.lease_s * 1000)
         while True:
+            # Over (done, the deadline, Ctrl-C) first: what is left in the stream is for a
+            # rerun, not to be sent after the coordinator stopped.
+            if await self._over_yet():
+                return None
             # A dead worker's items first (idle for a lease), then new ones.
             _, entries, *_ = await self._client.xautoclaim(
                 self._items, _GROUP, self.consumer, lease_ms, "0-0", count=most
@@ -221,8 +225,6 @@ class RedisTasks:
             if items:
                 self._held.update(str(ticket) for ticket, _, _ in items)
                 return items
-            if await self._over_yet():
-                return None
             await trio.sleep(_POLL_S)
 
     async def deliver(self, ticket: object, index: int, result: bytes) -> None:

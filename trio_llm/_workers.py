@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any, Final
 import trio
 
 from ._engine import Engine
+from ._errors import TrioLLMError
 from ._split import ResultSource, SplitRun, work
 from ._split_local import LocalHub, LocalLink, LocalStore, LocalTasks
 from ._split_redis import RedisFeed, RedisTasks
@@ -102,6 +104,7 @@ async def _local(engine: Engine, count: int, argv: Sequence[str]) -> AsyncIterat
                 nursery.start_soon(
                     hub.serve, trio.SocketStream(trio.socket.from_stdlib_socket(mine))
                 )
+            nursery.start_soon(_fail_if_every_child_exits, processes, hub)
             yield SplitRun(hub, window=_window(engine, count))
         finally:
             with trio.CancelScope(shield=True):
@@ -110,8 +113,31 @@ async def _local(engine: Engine, count: int, argv: Sequence[str]) -> AsyncIterat
             nursery.cancel_scope.cancel()
 
 
+def _leave_ctrl_c_to_the_parent() -> None:
+    """A child in the terminal's process group gets the user's Ctrl-C too: it ignores it, and
+    leaves when its parent stops (its socket or stdin closes), after the parent's graceful
+    first Ctrl-C, instead of dropping its requests and printing a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+async def _fail_if_every_child_exits(processes: list[trio.Process], hub: LocalHub) -> None:
+    """Stop the run, rather than wait for ever, when no child is left to send its items
+    (killed by the OOM killer, say): what was written stays, and a rerun resumes."""
+    for process in processes:
+        await process.wait()
+    if not hub.over:
+        statuses = ", ".join(str(process.returncode) for process in processes)
+        raise TrioLLMError(
+            f"every worker process of --processes {len(processes)} exited before the run "
+            f"ended (exit statuses {statuses})\nHINT: run the same command again: it resumes "
+            "from OUTPUT"
+        )
+
+
 def local_worker(fd: int, make_engine: Callable[[Any], Engine]) -> int:
     """A ``--processes`` child: items and limits from the parent on the socket ``fd``."""
+
+    _leave_ctrl_c_to_the_parent()
 
     async def main() -> None:
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
@@ -158,6 +184,9 @@ def redis_worker(
         return trio.run(several)
 
     from ._store import RedisStore
+
+    if exit_with_parent:
+        _leave_ctrl_c_to_the_parent()
 
     async def main() -> int:
         async with (
